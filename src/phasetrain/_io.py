@@ -1,0 +1,36 @@
+"""Crash-safe file writes: every file a run leaves is either the old version or the new one."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, IO
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through `write(fileobj)` into a temp file beside it, fsync, then rename.
+
+    A kill or a full disk at any moment leaves either the previous file or the complete new one,
+    never a truncated file. The temp file is removed when writing fails.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Serialise `obj` as strict JSON (no NaN/Infinity tokens) and write it atomically."""
+    data = json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+    atomic_write(path, lambda f: f.write(data))

@@ -1,0 +1,40 @@
+"""Classification accuracy that refuses to guess: no number for outputs it cannot read as classes."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def is_classification(outputs: Any, targets: Any) -> bool:
+    """True for class scores `(N, C, *)` against integer class targets `(N, *)`.
+
+    Regression (float targets), binary logits `(N,)` and anything else are not classification:
+    the trainer then records no accuracy rather than a wrong one. Shape and dtype checks only,
+    so this costs no device sync.
+    """
+    return (
+        isinstance(outputs, torch.Tensor)
+        and isinstance(targets, torch.Tensor)
+        and outputs.is_floating_point()
+        and not targets.is_floating_point()
+        and not targets.is_complex()
+        and targets.dtype != torch.bool
+        and outputs.dim() == targets.dim() + 1
+        and outputs.dim() >= 2
+        and outputs.shape[0] == targets.shape[0]
+        and outputs.shape[2:] == targets.shape[1:]
+    )
+
+
+def correct_count(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Number of positions whose arg-max class equals the target, as a 0-d tensor on the device."""
+    return (outputs.argmax(dim=1) == targets).sum()
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
+    """Fraction of correct arg-max predictions in a batch, or None when the task is not
+    classification. The helper for hand-written loops (`trainer.log_step(..., acc=accuracy(out, y))`)."""
+    if not is_classification(outputs, targets):
+        return None
+    return float(correct_count(outputs, targets)) / targets.numel()

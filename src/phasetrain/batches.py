@@ -1,0 +1,43 @@
+"""Batches, loaders and devices: the plumbing between a user's data and the model."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def as_device(device: str | torch.device | None) -> torch.device:
+    """`device`, or CUDA when available and CPU otherwise."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a torch.device; got {device!r} ({error})") from None
+
+
+def check_loader(name: str, loader: Any) -> None:
+    """A loader must be iterable and, when it has a length, non-empty."""
+    if not hasattr(loader, "__iter__"):
+        raise TypeError(f"{name} must be an iterable of (inputs, targets) batches, e.g. a DataLoader; got {type(loader).__name__}")
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        raise ValueError(f"{name} is empty (len == 0); it must yield at least one (inputs, targets) batch")
+
+
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    """A batch must be an `(inputs, targets)` pair (tuple or list of length 2)."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    described = f"{type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+    raise TypeError(f"each batch must be an (inputs, targets) pair; the loader yielded a {described}")
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors (also inside tuples, lists and dicts) to `device`, without blocking where possible."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(move_to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: move_to_device(value, device) for key, value in batch.items()}
+    return batch

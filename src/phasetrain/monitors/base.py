@@ -1,0 +1,52 @@
+"""The monitor protocol: a probe the trainer runs at chosen steps, returning named floats.
+
+Adding a metric means adding a monitor, not editing the trainer. The trainer calls each monitor
+after the backward pass of step `s` and before the optimizer update, so every number recorded at
+step `s` (loss, gradient norm, curvature) describes the same weights: those the s-th batch saw.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepContext:
+    """What a monitor may look at during global step `step` (1-based).
+
+    `batch` is the current training batch `(inputs, targets)`, already on `device`; the model's
+    `.grad` fields hold this step's gradients (before clipping). A monitor must leave the model's
+    parameters, gradients, train/eval mode and the global RNG streams as it found them.
+    """
+
+    model: nn.Module
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    step: int
+    epoch: int
+    batch: tuple[Any, Any]
+    device: torch.device
+
+
+class Monitor:
+    """Base class of monitors. Subclasses set `freq` and implement `compute`."""
+
+    freq: int = 1
+
+    def should_run(self, step: int) -> bool:
+        """True at the steps this monitor measures (default: every `freq`-th step)."""
+        return step % self.freq == 0
+
+    def compute(self, ctx: StepContext) -> dict[str, float]:
+        """Measure and return {metric_name: value}; names are flat snake_case."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """State needed to resume exactly (tensors, ints, floats, lists, dicts only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""

@@ -1,0 +1,66 @@
+"""The training summary: final and best figures, counters, and detected transitions of a run.
+
+Computed from the metric store and the run's meta data only, so `trainer.get_training_summary()`
+and `phasetrain summary RUN_DIR` give the same answer.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from phasetrain.history import MetricHistory
+
+# Metrics whose transitions the summary reports, when they were recorded.
+SUMMARY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "hessian_eig_1", "hessian_diag_mean", "hessian_trace")
+
+
+def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = SUMMARY_METRICS,
+                          window_size: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """{metric: [transition dicts]} for each of `metrics` present in `history`."""
+    from phasetrain.detect import detect_transitions
+
+    found = {}
+    for name in metrics:
+        if name in history:
+            transitions = detect_transitions(history.values(name), history.steps(name), window_size=window_size)
+            found[name] = [{**t.to_dict(), "metric": name} for t in transitions]
+    return found
+
+
+def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Summary dict: the seed's keys (`final_train_acc`, `phase_transitions`, `total_training_steps`)
+    plus final/best losses and accuracies, best step, epochs run, early stop, wall time."""
+    return {
+        "final_train_loss": _last(history, "train_loss"),
+        "final_train_acc": _last(history, "train_acc"),
+        "final_val_loss": _last(history, "val_loss"),
+        "final_val_acc": _last(history, "val_acc"),
+        "best_val_loss": _extreme(history, "val_loss", np.nanmin),
+        "best_val_acc": _extreme(history, "val_acc", np.nanmax),
+        "best_step": meta.get("best_step"),
+        "total_training_steps": meta.get("total_training_steps", _last_step(history)),
+        "epochs_run": meta.get("epochs_run"),
+        "stopped_early": meta.get("stopped_early", False),
+        "stop_reason": meta.get("stop_reason"),
+        "wall_time_s": meta.get("wall_time_s"),
+        "phase_transitions": transitions_by_metric(history),
+    }
+
+
+def _last(history: MetricHistory, name: str) -> float | None:
+    value = history.last(name)
+    return None if value is None or not math.isfinite(value) else value
+
+
+def _extreme(history: MetricHistory, name: str, reduce: Any) -> float | None:
+    if name not in history:
+        return None
+    values = history.values(name)
+    finite = values[np.isfinite(values)]
+    return float(reduce(finite)) if finite.size else None
+
+
+def _last_step(history: MetricHistory) -> int:
+    return max((history.last_step(name) or 0 for name in history.names()), default=0)

@@ -1,0 +1,473 @@
+"""PhaseTransitionTrainer: a training loop that records what a run does and finds where it changes.
+
+The loop reads top to bottom like a hand-written one; the bookkeeping is delegated: monitors
+produce numbers, `MetricHistory` stores them, callbacks react, `checkpoint` persists. Conventions:
+- a step is the 1-based global optimizer step (step s is the s-th parameter update);
+- `train_loss`, `train_acc`, `grad_norm` at step s are means over the steps since the previous
+  record (or epoch end); `val_*` are recorded at the step where each epoch ends;
+- monitors (curvature, weight norm) run after the backward pass of step s and before its update,
+  so every number at step s describes the same weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from phasetrain import _validation as check
+from phasetrain.accumulate import EpochTotals, StepAccumulator
+from phasetrain.accuracy import correct_count, is_classification
+from phasetrain.callbacks import Callback, EarlyStopping, FunctionCallback
+from phasetrain.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint_file, save_checkpoint, step_checkpoints
+from phasetrain.history import MetricHistory, save_metrics, unknown_metric_message
+from phasetrain.loggers import make_loggers
+from phasetrain.monitors.base import Monitor, StepContext
+from phasetrain.monitors.gradients import global_grad_norm
+from phasetrain.monitors.weights import WeightNormMonitor
+from phasetrain.rng import capture_rng_state, loader_generators, restore_rng_state
+from phasetrain.run_state import RunState
+from phasetrain.batches import as_device, check_loader, move_to_device, split_batch
+from phasetrain.evaluate import validation_pass
+from phasetrain.summary import training_summary
+
+HESSIAN_METHODS = ("diagonal", "eigenvalues")
+SCHEDULER_INTERVALS = ("epoch", "step")
+NONFINITE_POLICIES = ("stop", "skip", "raise")
+
+
+class PhaseTransitionTrainer:
+    """Train a model while recording gradients, curvature and metrics, and find phase transitions.
+
+    See the README's configuration table for every argument. Files go to `log_dir`:
+    `metrics.json`, `metrics.jsonl`, `checkpoint_step_{step}.pt`, `best_model.pt`, `final_model.pt`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        device: str | torch.device | None = None,
+        track_gradients: bool = True,
+        track_hessian: bool = False,
+        hessian_method: str = "diagonal",
+        hessian_freq: int = 100,
+        log_dir: str | Path | None = None,
+        checkpoint_freq: int | None = 1000,
+        log_freq: int = 10,
+        scheduler: Any = None,
+        gradient_clip: float | None = None,
+        early_stopping_patience: int | None = None,
+        early_stopping_min_delta: float = 0.0,
+        *,
+        scheduler_interval: str = "epoch",
+        accuracy_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        monitors: Sequence[Monitor] = (),
+        loggers: Sequence[str] = ("jsonl",),
+        progress_bar: bool | None = None,
+        keep_last_checkpoints: int | None = None,
+        on_nonfinite: str = "stop",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable (outputs, targets) -> loss tensor, got {loss_fn!r}")
+        check.check_choice("hessian_method", hessian_method, HESSIAN_METHODS)
+        check.check_int("hessian_freq", hessian_freq)
+        check.check_int("checkpoint_freq", checkpoint_freq, allow_none=True)
+        check.check_int("log_freq", log_freq)
+        check.check_float("gradient_clip", gradient_clip, strict=True, allow_none=True)
+        check.check_int("early_stopping_patience", early_stopping_patience, allow_none=True)
+        check.check_float("early_stopping_min_delta", early_stopping_min_delta)
+        check.check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
+        check.check_int("keep_last_checkpoints", keep_last_checkpoints, allow_none=True)
+        check.check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+        if scheduler is not None and not hasattr(scheduler, "step"):
+            raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object with .step(), got {scheduler!r}")
+        if accuracy_fn is not None and not callable(accuracy_fn):
+            raise TypeError(f"accuracy_fn must be callable (outputs, targets) -> accuracy in [0, 1], got {accuracy_fn!r}")
+        check.check_optimizer_covers_model(model, optimizer)
+
+        self.device = as_device(device)
+        self.model = model.to(self.device)
+        self.optimizer, self.loss_fn, self.scheduler = optimizer, loss_fn, scheduler
+        self.track_gradients, self.track_hessian = bool(track_gradients), bool(track_hessian)
+        self.hessian_method, self.hessian_freq = hessian_method, hessian_freq
+        self.log_dir = Path(log_dir) if log_dir is not None else Path("runs") / datetime.now().strftime("run_%Y%m%d-%H%M%S")
+        self.checkpoint_freq, self.log_freq = checkpoint_freq, log_freq
+        self.gradient_clip = gradient_clip
+        self.early_stopping_patience, self.early_stopping_min_delta = early_stopping_patience, early_stopping_min_delta
+        self.scheduler_interval, self.accuracy_fn = scheduler_interval, accuracy_fn
+        self.keep_last_checkpoints, self.on_nonfinite = keep_last_checkpoints, on_nonfinite
+        self.progress_bar = progress_bar
+        self.monitors: list[Monitor] = [WeightNormMonitor(freq=log_freq), *monitors]
+        if self.track_hessian:
+            from phasetrain.monitors.hessian import HessianMonitor
+
+            self.monitors.append(HessianMonitor(method=hessian_method, freq=hessian_freq))
+        self._prepare_log_dir()
+        self._loggers = make_loggers(loggers, self.log_dir)
+        self.history = MetricHistory()
+        self.state = RunState()
+        self.should_stop = False
+        self._metrics_written_at = 0.0
+
+    # ------------------------------------------------------------------ public API
+    def train(
+        self,
+        train_loader: Iterable,
+        val_loader: Iterable | None = None,
+        num_epochs: int = 10,
+        callbacks: Sequence[Callback | Callable] | None = None,
+        resume_from: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Train for `num_epochs` epochs (in total, counting those before a resume) and return the
+        results: the training summary plus `history` (the metric store as a plain dict) and paths."""
+        check.check_int("num_epochs", num_epochs)
+        check_loader("train_loader", train_loader)
+        if val_loader is not None:
+            check_loader("val_loader", val_loader)
+        self._callbacks = self._build_callbacks(callbacks)
+        self.should_stop = False
+        if resume_from is not None:
+            self._resume(resume_from)
+        self._train_loader = train_loader
+        self._rng_epoch_start = capture_rng_state(loader_generators(train_loader))
+        self._window = StepAccumulator(self.device)
+        self._epoch_totals = EpochTotals()
+        if self.state.pending_window is not None:
+            self._window.load_state_dict(self.state.pending_window)
+            self._epoch_totals.load_state_dict(self.state.pending_epoch_totals)
+        started = time.perf_counter()
+        wall_before = self.state.wall_time_s
+        bar = self._progress(num_epochs, train_loader)
+        try:
+            for callback in self._callbacks:
+                callback.on_train_start(self)
+            while self.state.epoch < num_epochs and not self.should_stop:
+                self._train_epoch(train_loader, bar)
+                if self.should_stop and self.state.batch_in_epoch:
+                    break
+                self._end_epoch(val_loader)
+                self.state.wall_time_s = wall_before + time.perf_counter() - started
+            self.state.finished = True
+            self._save("final_model.pt")
+        finally:
+            self.state.wall_time_s = wall_before + time.perf_counter() - started
+            bar.close()
+            self.save_metrics()
+            for sink in self._loggers:
+                sink.flush()
+        results = self.get_training_summary()
+        results.update(history=self.history.to_dict(), log_dir=str(self.log_dir))
+        for callback in self._callbacks:
+            callback.on_train_end(self, results)
+        return results
+
+    def detect_phase_transitions(self, metric: str = "val_acc", window_size: int | None = 100) -> list[int]:
+        """Global steps at which `metric` changes abruptly (see `phasetrain.detect`)."""
+        return [t.step for t in self.find_transitions(metric, window_size)]
+
+    def find_transitions(self, metric: str = "val_acc", window_size: int | None = 100) -> list:
+        """Full `Transition` records (step, start/end, levels, magnitude, direction, score) of `metric`."""
+        from phasetrain.detect import detect_transitions
+
+        if metric not in self.history:
+            raise KeyError(unknown_metric_message(metric, self.history.names()))
+        check.check_int("window_size", window_size, allow_none=True)
+        found = detect_transitions(self.history.values(metric), self.history.steps(metric), window_size=window_size)
+        return [dataclasses.replace(t, metric=metric) for t in found]
+
+    def get_training_summary(self) -> dict[str, Any]:
+        """Final and best figures, step counts, stop reason, wall time and detected transitions."""
+        return training_summary(self.history, self._meta())
+
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Restore model, optimizer, scheduler, step, epoch and metric history from `path`
+        (loaded with `weights_only=True`) and return the checkpoint dict."""
+        checkpoint = load_checkpoint_file(path, map_location=self.device)
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint.get("scheduler") is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.history.load_state_dict(checkpoint["history"])
+        self.state = RunState.from_dict(checkpoint["run_state"])
+        return checkpoint
+
+    def log_step(self, step: int, epoch: int, loss: float | torch.Tensor, acc: float | torch.Tensor | None = None,
+                 grad_norm: float | torch.Tensor | None = None, **metrics: float | torch.Tensor) -> None:
+        """Record one step's figures from a hand-written loop (the seed's `_log_step`).
+
+        Values may be floats or 0-d tensors. Streams to `metrics.jsonl` at once and rewrites
+        `metrics.json` at most every 10 s; call `save_metrics()` at the end of your loop.
+        """
+        record = {"train_loss": loss, "train_acc": acc, "grad_norm": grad_norm, "epoch": epoch, **metrics}
+        self._record(step, {k: float(v) for k, v in record.items() if v is not None})
+        self.state.step, self.state.epoch = max(self.state.step, step), epoch
+        if time.monotonic() - self._metrics_written_at > 10.0:
+            self.save_metrics()
+
+    _log_step = log_step
+
+    def grad_norm(self) -> float:
+        """Global L2 norm of the model's current gradients: the one-liner for hand-written loops."""
+        return float(global_grad_norm(self.model))
+
+    def save_metrics(self) -> Path:
+        """Write `metrics.json` atomically (valid JSON at every moment) and return its path."""
+        path = self.log_dir / "metrics.json"
+        save_metrics(path, self.history, self._meta())
+        self._metrics_written_at = time.monotonic()
+        return path
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current step (used by early stopping and callbacks)."""
+        self.should_stop, self.state.stop_reason = True, reason
+
+    # ------------------------------------------------------------------ the loop
+    def _train_epoch(self, loader: Iterable, bar: Any) -> None:
+        self.model.train()
+        batches = self._epoch_batches(loader)
+        for batch in batches:
+            self.state.batch_in_epoch += 1
+            inputs, targets = move_to_device(split_batch(batch), self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            outputs = self._forward(inputs)
+            loss = self.loss_fn(outputs, targets)
+            loss.backward()
+            step = self.state.step + 1
+            grad_norm = self._clip_and_norm()
+            if not self._finite(loss, grad_norm, step):
+                if self.should_stop:
+                    return
+                continue
+            for monitor in self.monitors:
+                if monitor.should_run(step):
+                    ctx = StepContext(self.model, self.loss_fn, self.optimizer, step, self.state.epoch, (inputs, targets), self.device)
+                    self._record(step, monitor.compute(ctx))
+            self.optimizer.step()
+            self.state.step = step
+            if self.scheduler is not None and self.scheduler_interval == "step":
+                self.scheduler.step()
+            self._window.add(loss, _batch_size(targets), self._correct(outputs, targets), grad_norm)
+            if step % self.log_freq == 0:
+                self._log_train_record(step, bar)
+            if self.checkpoint_freq and step % self.checkpoint_freq == 0:
+                self._save_step_checkpoint(step)
+            if self.should_stop:
+                return
+
+    def _end_epoch(self, val_loader: Iterable | None) -> None:
+        means, weights = self._window.read()
+        self._epoch_totals.add(means, weights)
+        epoch_metrics: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step, **self._epoch_totals.means(),
+                                         "lr": self._lr()}
+        if val_loader is not None:
+            val = validation_pass(self.model, self.loss_fn, val_loader, self.device, self._forward, self._batch_accuracy)
+            self._record(self.state.step, val)
+            epoch_metrics.update(val)
+        monitored = epoch_metrics.get("val_loss", epoch_metrics.get("train_loss"))
+        self._step_epoch_scheduler(monitored)
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        self.state.epochs_run += 1
+        self._epoch_totals = EpochTotals()
+        if monitored is not None and monitored < self.state.best_loss:
+            self.state.best_loss, self.state.best_step = monitored, self.state.step
+            self._save("best_model.pt")
+        for callback in self._callbacks:
+            callback.on_epoch_end(self, epoch_metrics["epoch"], epoch_metrics)
+        if self.should_stop and any(isinstance(c, EarlyStopping) for c in self._callbacks):
+            self.state.stopped_early = True
+        self.save_metrics()
+
+    def _forward(self, inputs: Any) -> Any:
+        if isinstance(inputs, dict):
+            return self.model(**inputs)
+        if isinstance(inputs, (tuple, list)):
+            return self.model(*inputs)
+        return self.model(inputs)
+
+    def _clip_and_norm(self) -> torch.Tensor | None:
+        """The pre-clipping global gradient norm (clip_grad_norm_ returns it), or None when neither
+        tracked nor clipped."""
+        if self.gradient_clip is not None:
+            return nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip)
+        if self.track_gradients:
+            return global_grad_norm(self.model)
+        return None
+
+    def _finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, step: int) -> bool:
+        """Apply the `on_nonfinite` policy; True when the update may go ahead. One host sync.
+        Checks the loss, and the gradient norm when it is computed (tracked or clipped)."""
+        check_value = loss.detach() if grad_norm is None else loss.detach() + grad_norm
+        if bool(torch.isfinite(check_value)):
+            return True
+        if self.on_nonfinite == "skip":
+            self.state.nonfinite_skipped += 1
+            self._record(step, {"nonfinite_skipped": self.state.nonfinite_skipped})
+            return False
+        message = f"non-finite loss or gradient norm at step {step} (loss={float(loss):.4g})"
+        self._save_step_checkpoint(self.state.step)
+        self.save_metrics()
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(message + f"; last finite state saved as checkpoint_step_{self.state.step}.pt")
+        self.request_stop(message + f"; stopped, last finite state saved as checkpoint_step_{self.state.step}.pt")
+        return False
+
+    def _correct(self, outputs: Any, targets: Any) -> torch.Tensor | None:
+        accuracy = self._batch_accuracy(outputs, targets)
+        return None if accuracy is None else accuracy * _batch_size(targets)
+
+    def _batch_accuracy(self, outputs: Any, targets: Any) -> torch.Tensor | None:
+        """Fraction correct in a batch as a 0-d tensor (no sync), or None when undefined."""
+        with torch.no_grad():
+            if self.accuracy_fn is not None:
+                return torch.as_tensor(self.accuracy_fn(outputs, targets), dtype=torch.float64)
+            if is_classification(outputs, targets):
+                return correct_count(outputs, targets).double() / targets.numel()
+        return None
+
+    def _log_train_record(self, step: int, bar: Any) -> None:
+        means, weights = self._window.read()
+        self._epoch_totals.add(means, weights)
+        record = {**means, "lr": self._lr(), "epoch": self.state.epoch}
+        self._record(step, record)
+        bar.update(step - bar.n)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in means.items() if k != "grad_norm"}, refresh=False)
+        for callback in self._callbacks:
+            callback.on_log(self, step, record)
+
+    def _record(self, step: int, metrics: dict[str, float]) -> None:
+        self.history.log(step, metrics)
+        for sink in self._loggers:
+            sink.log(step, metrics)
+
+    def _step_epoch_scheduler(self, monitored: float | None) -> None:
+        if self.scheduler is None or self.scheduler_interval != "epoch":
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if monitored is not None:
+                self.scheduler.step(monitored)
+        else:
+            self.scheduler.step()
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ------------------------------------------------------------------ persistence and resume
+    def _checkpoint(self) -> dict[str, Any]:
+        self.state.pending_window = self._window.state_dict()
+        self.state.pending_epoch_totals = self._epoch_totals.state_dict()
+        return {
+            "step": self.state.step,
+            "epoch": self.state.epoch if self.state.batch_in_epoch else max(self.state.epoch - 1, 0),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "history": {k: {n: torch.from_numpy(a) for n, a in v.items()} for k, v in self.history.state_dict().items()},
+            "run_state": self.state.to_dict(),
+            "rng": capture_rng_state(loader_generators(self._train_loader)),
+            "rng_epoch_start": self._rng_epoch_start,
+            "callbacks": [c.state_dict() for c in self._callbacks],
+            "monitors": [m.state_dict() for m in self.monitors],
+        }
+
+    def _save(self, name: str) -> None:
+        save_checkpoint(self.log_dir / name, self._checkpoint())
+
+    def _save_step_checkpoint(self, step: int) -> None:
+        save_checkpoint(checkpoint_path(self.log_dir, step), self._checkpoint())
+        self.save_metrics()
+        if self.keep_last_checkpoints is not None:
+            for _, old in step_checkpoints(self.log_dir)[: -self.keep_last_checkpoints]:
+                old.unlink(missing_ok=True)
+
+    def _resume(self, resume_from: str | Path) -> None:
+        if str(resume_from) == "latest":
+            path, checkpoint = latest_checkpoint(self.log_dir, map_location=self.device)
+        else:
+            path, checkpoint = Path(resume_from), load_checkpoint_file(resume_from, map_location=self.device)
+        self.load_checkpoint(path)
+        for callback, state in zip(self._callbacks, checkpoint["callbacks"]):
+            callback.load_state_dict(state)
+        for monitor, state in zip(self.monitors, checkpoint["monitors"]):
+            monitor.load_state_dict(state)
+        self._resume_rng = (checkpoint["rng_epoch_start"], checkpoint["rng"])
+
+    def _epoch_batches(self, loader: Iterable) -> Iterable:
+        """Iterate `loader` for the current epoch; after a mid-epoch resume, replay the epoch's data
+        order from its saved RNG state and skip the batches already trained on."""
+        generators = loader_generators(loader)
+        resume = getattr(self, "_resume_rng", None)
+        self._resume_rng = None
+        if resume is not None:
+            restore_rng_state(resume[0], generators)
+        self._rng_epoch_start = capture_rng_state(generators)
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.state.epoch)
+        iterator = iter(loader)
+        if resume is not None:
+            for _ in range(self.state.batch_in_epoch):
+                next(iterator)
+            restore_rng_state(resume[1], generators)
+        return iterator
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _prepare_log_dir(self) -> None:
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.log_dir / ".write_test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise ValueError(f"log_dir {str(self.log_dir)!r} cannot be written: {error.strerror or error}") from None
+
+    def _build_callbacks(self, callbacks: Sequence[Callback | Callable] | None) -> list[Callback]:
+        built: list[Callback] = []
+        for index, callback in enumerate(callbacks or []):
+            if isinstance(callback, Callback):
+                built.append(callback)
+            elif callable(callback):
+                built.append(FunctionCallback(callback))
+            else:
+                raise TypeError(f"callbacks[{index}] must be a phasetrain Callback or a function "
+                                f"fn(trainer, epoch, metrics), got {callback!r}")
+        if self.early_stopping_patience is not None:
+            built.append(EarlyStopping(self.early_stopping_patience, self.early_stopping_min_delta))
+        return built
+
+    def _progress(self, num_epochs: int, loader: Iterable) -> Any:
+        enabled = self.progress_bar
+        if enabled is None:
+            enabled = sys.stderr.isatty() or "ipykernel" in sys.modules
+        total = num_epochs * len(loader) if hasattr(loader, "__len__") else None
+        return tqdm(total=total, initial=self.state.step, disable=not enabled, unit="step", dynamic_ncols=True)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            **self.state.summary_fields(),
+            "log_dir": str(self.log_dir),
+            "device": str(self.device),
+            "config": {"log_freq": self.log_freq, "checkpoint_freq": self.checkpoint_freq,
+                       "track_gradients": self.track_gradients, "track_hessian": self.track_hessian,
+                       "hessian_method": self.hessian_method, "hessian_freq": self.hessian_freq,
+                       "gradient_clip": self.gradient_clip, "scheduler_interval": self.scheduler_interval,
+                       "early_stopping_patience": self.early_stopping_patience,
+                       "early_stopping_min_delta": self.early_stopping_min_delta},
+            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def _batch_size(targets: Any) -> int:
+    return int(targets.shape[0]) if isinstance(targets, torch.Tensor) and targets.dim() > 0 else 1
