@@ -1,0 +1,26 @@
+"""Run the detector on a metric of a `MetricHistory` (e.g. one loaded from metrics.json)."""
+from __future__ import annotations
+
+from phasetrain.detect.offline import Thresholds, detect_transitions
+from phasetrain.detect.transition import Transition
+from phasetrain.history import MetricHistory, unknown_metric_message
+
+
+def detect_in_history(
+    history: MetricHistory,
+    metric: str,
+    window_size: float | None = None,
+    *,
+    scale: str = "auto",
+    thresholds: Thresholds = Thresholds(),
+) -> list[Transition]:
+    """Transitions of `metric` (recorded steps and values) with `metric` filled in.
+
+    Raises KeyError listing the recorded metrics when `metric` was never recorded.
+    """
+    if metric not in history:
+        raise KeyError(unknown_metric_message(metric, history.names()))
+    found = detect_transitions(
+        history.values(metric), history.steps(metric), window_size, scale=scale, thresholds=thresholds
+    )
+    return [tr.with_metric(metric) for tr in found]

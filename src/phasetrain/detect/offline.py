@@ -1,0 +1,236 @@
+"""Offline detection of abrupt level changes in a whole training curve."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from phasetrain.detect.prepare import Curve, check_window_size, prepare_curve
+from phasetrain.detect.robust import median5, noise_variance
+from phasetrain.detect.scan import Geometry, ScaleScan, geometry, scan_scale
+from phasetrain.detect.transition import Transition
+
+MIN_SIDE_POINTS = 3  # points a side window needs for a line fit with a usable residual
+MIN_CURVE_POINTS = 2 * MIN_SIDE_POINTS + 2  # shorter curves hold no testable change: []
+DEFAULT_WINDOW_FRACTION = 1 / 50  # window_size=None: 2% of the curve's span ...
+DEFAULT_WINDOW_POINTS = 8  # ... but at least 8 recording intervals
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a level change must clear to count as a transition (all must hold).
+
+    min_score: jump / standard error (z-score against the local noise).
+    min_relative_magnitude: jump / the curve's range (of the spike-filtered curve).
+    min_abruptness: jump / how far the steeper side's trend moves over two windows.
+    min_effect: jump / the scatter of the points about the side fits.
+    """
+
+    min_score: float = 8.0
+    min_relative_magnitude: float = 0.05
+    min_abruptness: float = 1.0
+    min_effect: float = 2.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A centre bin of one scale whose jump clears every threshold."""
+
+    scan: ScaleScan
+    index: int
+    score: float
+
+    @property
+    def step(self) -> float:
+        return float(self.scan.centre_step(self.index))
+
+    @property
+    def reach(self) -> float:
+        return self.scan.geometry.reach
+
+
+def detect_transitions(
+    values: object,
+    steps: object | None = None,
+    window_size: float | None = None,
+    *,
+    scale: str = "auto",
+    thresholds: Thresholds = Thresholds(),
+) -> list[Transition]:
+    """Find the abrupt changes of a 1-D training curve, sorted by step.
+
+    values: shape (n,); NaN/inf are ignored. steps: strictly increasing global steps
+    (default 1..n); spacing may be irregular. window_size (steps): the shortest stretch of
+    curve over which a level is measured: the detector compares straight-line fits of
+    windows of window_size, 2*window_size, 4*window_size, ... steps on either side of a gap
+    of the same length, so a change counts when it completes within about the gap, and
+    excursions shorter than window_size (spikes) are ignored. Windows hold at least 3
+    records, so on sparse curves the smallest window is 3 recording intervals. None: 2% of
+    the span (at least 8 intervals). scale: "log" analyses log(values) (losses spanning
+    decades), "auto" picks log for positive curves whose values span a factor >= 10.
+    Curves with fewer than 8 finite points return [].
+    """
+    window = check_window_size(window_size)
+    if not isinstance(thresholds, Thresholds):
+        raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+    curve = prepare_curve(values, steps, scale)
+    return detect_in_curve(curve, window, thresholds)
+
+
+def detect_in_curve(curve: Curve, window: float | None, thresholds: Thresholds) -> list[Transition]:
+    """`detect_transitions` on a prepared curve."""
+    t, y = curve.t, curve.y
+    if t.size < MIN_CURVE_POINTS:
+        return []
+    smooth = median5(y)
+    value_range = float(smooth.max() - smooth.min())
+    if not value_range > 0:
+        return []
+    var = np.maximum(noise_variance(t, y), (1e-9 * value_range) ** 2)
+    candidates = []
+    for scan in scans(t, smooth, var, window):
+        candidates.extend(scale_candidates(scan, value_range, thresholds))
+    integer_steps = bool(np.all(t == np.round(t)))
+    accepted: list[tuple[Candidate, Transition]] = []
+    for cand in candidates:  # finest scale first, strongest first within a scale
+        if any(abs(cand.step - prev.step) <= max(cand.reach, prev.reach) for prev, _ in accepted):
+            continue
+        found = describe(curve, smooth, cand, integer_steps)
+        if found is not None:
+            accepted.append((cand, found))
+    others = [cand.step for cand, _ in accepted]
+    return sorted(
+        (widest(curve, smooth, cand, found, candidates, others, integer_steps) for cand, found in accepted),
+        key=lambda tr: tr.step,
+    )
+
+
+def widest(
+    curve: Curve,
+    smooth: np.ndarray,
+    cand: Candidate,
+    found: Transition,
+    candidates: list[Candidate],
+    others: list[float],
+    integer_steps: bool,
+) -> Transition:
+    """Re-measure a transition at the scale that sees all of it.
+
+    The finest scale that detects a change separates neighbouring transitions best, but a
+    change wider than its gap is seen only in part. Among the coarser candidates at the same
+    place whose windows hold no other transition, take the finest one whose jump is within
+    10% of the largest.
+    """
+    pool = [
+        c
+        for c in candidates
+        if c.reach > cand.reach
+        and abs(c.step - cand.step) <= cand.reach
+        and all(o == cand.step or abs(o - c.step) > c.reach for o in others)
+    ]
+    if not pool:
+        return found
+    largest = max(abs(c.scan.jump[c.index]) for c in pool)
+    if largest <= 1.1 * abs(cand.scan.jump[cand.index]):
+        return found
+    for c in sorted(pool, key=lambda c: c.reach):
+        if abs(c.scan.jump[c.index]) >= 0.9 * largest:
+            wider = describe(curve, smooth, c, integer_steps)
+            if wider is not None and wider.direction == found.direction:
+                return wider
+    return found
+
+
+def scans(t: np.ndarray, y: np.ndarray, var: np.ndarray, window: float | None):
+    """Scans at window sizes h0, 2 h0, 4 h0, ... until the windows no longer fit the curve."""
+    span = float(t[-1] - t[0])
+    spacing = float(np.median(np.diff(t)))
+    h = window if window is not None else max(span * DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS * spacing)
+    h = max(h, MIN_SIDE_POINTS * spacing)
+    previous: Geometry | None = None
+    while True:
+        geo = geometry(h, spacing, span, t.size, MIN_SIDE_POINTS)
+        if geo != previous:
+            scan = scan_scale(t, y, var, geo, MIN_SIDE_POINTS)
+            if scan is None:
+                return
+            yield scan
+            previous = geo
+        h *= 2
+
+
+def scale_candidates(scan: ScaleScan, value_range: float, th: Thresholds) -> list[Candidate]:
+    """The strongest centre of each run of centres that clear all thresholds, strongest first."""
+    jump = np.abs(scan.jump)
+    geo = scan.geometry
+    trend = np.maximum(np.abs(scan.slope_left), np.abs(scan.slope_right)) * (2 * geo.gap + geo.side)
+    score = jump / np.maximum(scan.se, 1e-12 * value_range)
+    ok = (
+        scan.valid
+        & (score >= th.min_score)
+        & (jump >= th.min_relative_magnitude * value_range)
+        & (jump >= th.min_abruptness * trend)
+        & (jump >= th.min_effect * scan.scatter)
+    )
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return []
+    run_starts = np.flatnonzero(np.diff(idx, prepend=-2) > 1)
+    best = np.maximum.reduceat(score[idx], run_starts)
+    picks = []
+    for start, stop, top in zip(run_starts, np.append(run_starts[1:], idx.size), best):
+        run = idx[start:stop]
+        picks.append(Candidate(scan, int(run[np.argmax(score[run] >= top)]), float(top)))
+    return sorted(picks, key=lambda c: -c.score)
+
+
+def describe(curve: Curve, smooth: np.ndarray, cand: Candidate, integer_steps: bool) -> Transition | None:
+    """Locate the change around a candidate and measure it; None if it does not persist.
+
+    Against the two fitted lines L (before) and R (after), each point's progress is
+    f = (y - L) / (R - L). The change must persist: the median progress is near 0 over the
+    left window and near 1 over the right one (a spike inside a window fails this).
+    """
+    scan, i = cand.scan, cand.index
+    geo = scan.geometry
+    t = curve.t
+    lo, hi = np.searchsorted(t, [cand.step - geo.reach, cand.step + geo.reach], side="left")
+    hi = max(hi, lo + 1)
+    tt, yy = t[lo:hi], smooth[lo:hi]
+    x = scan.to_x(tt) - scan.centre[i]
+    before = scan.level_left[i] + scan.slope_left[i] * x
+    after = scan.level_right[i] + scan.slope_right[i] * x
+    jump = scan.jump[i]
+    gap = after - before
+    gap = np.where((np.sign(gap) == np.sign(jump)) & (np.abs(gap) >= 0.5 * abs(jump)), gap, jump)
+    progress = (yy - before) / gap
+    left, right = x <= -(geo.gap + 0.5), x >= geo.gap + 0.5
+    if not (left.any() and right.any()):
+        return None
+    if abs(np.median(progress[left])) > 0.35 or abs(np.median(progress[right]) - 1) > 0.35:
+        return None
+    crossings = np.flatnonzero((progress[:-1] < 0.5) & (progress[1:] >= 0.5)) + 1
+    if crossings.size:
+        mid = int(crossings[np.argmin(np.abs(tt[crossings] - cand.step))])
+    else:
+        mid = int(np.argmin(np.abs(tt - cand.step)))
+    early = np.flatnonzero(progress[:mid] <= 0.1)
+    start = int(early[-1]) if early.size else 0
+    late = np.flatnonzero(progress[mid:] >= 0.9)
+    end = mid + int(late[0]) if late.size else tt.size - 1
+    level_before = curve.to_values(before[start])
+    level_after = curve.to_values(after[end])
+    magnitude = abs(level_after - level_before)
+    largest = max(abs(level_before), abs(level_after))
+    as_step = int if integer_steps else float
+    return Transition(
+        step=as_step(tt[mid]),
+        start_step=as_step(tt[start]),
+        end_step=as_step(tt[end]),
+        level_before=level_before,
+        level_after=level_after,
+        magnitude=magnitude,
+        relative_magnitude=magnitude / largest if largest > 0 else 0.0,
+        direction="up" if jump > 0 else "down",
+        score=cand.score,
+    )

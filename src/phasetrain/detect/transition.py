@@ -1,0 +1,43 @@
+"""The record of one detected phase transition."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One abrupt change of a training curve, in the curve's own units and global steps.
+
+    step: first recorded step at which the change is at least half done (for a sigmoid,
+        the point of fastest change; for a step, the first record at the new level).
+    start_step, end_step: last record before the change is 10% done and first record
+        after it is 90% done, measured against the trends fitted on either side.
+    level_before, level_after: the fitted level just before `start_step` / after `end_step`.
+    magnitude: |level_after - level_before|.
+    relative_magnitude: magnitude / max(|level_before|, |level_after|) (0 when both are 0).
+    direction: "up" or "down".
+    score: the level change in standard errors of its estimate (a z-score; the local noise
+        is estimated robustly, so spikes do not inflate or deflate it). Larger is surer;
+        every reported transition has a score of at least the detector's `min_score`.
+    metric: the metric name, filled in by callers that know it.
+    """
+
+    step: int | float
+    start_step: int | float
+    end_step: int | float
+    level_before: float
+    level_after: float
+    magnitude: float
+    relative_magnitude: float
+    direction: str
+    score: float
+    metric: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view (ints, floats, strings, None)."""
+        return asdict(self)
+
+    def with_metric(self, metric: str | None) -> "Transition":
+        """A copy with `metric` set."""
+        return replace(self, metric=metric)

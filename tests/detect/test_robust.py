@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from phasetrain.detect.robust import median5, noise_variance
+
+
+def test_median5_equals_a_sorted_median_of_each_reflected_window():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=501)
+    padded = np.pad(y, 2, mode="reflect")
+    reference = np.median(np.lib.stride_tricks.sliding_window_view(padded, 5), axis=1)
+    assert np.array_equal(median5(y), reference)
+
+
+def test_median5_removes_two_point_spikes_and_keeps_steps():
+    y = np.r_[np.zeros(10), np.ones(10)]
+    y[3:5] = 9.0
+    out = median5(y)
+    assert np.array_equal(out, np.r_[np.zeros(10), np.ones(10)])
+
+
+def test_noise_variance_recovers_sigma_under_a_trend_and_irregular_steps():
+    rng = np.random.default_rng(1)
+    t = np.cumsum(rng.integers(1, 10, 20_000)).astype(float)
+    y = 0.001 * t + 0.3 * np.sin(t / 5000) + rng.normal(0, 0.1, t.size)
+    sigma = np.sqrt(noise_variance(t, y))
+    assert np.median(sigma) == pytest.approx(0.1, rel=0.05)
+
+
+def test_noise_variance_follows_noise_that_shrinks_over_the_run():
+    rng = np.random.default_rng(2)
+    t = np.arange(10_000.0)
+    scale = np.where(t < 5000, 0.1, 0.01)
+    sigma = np.sqrt(noise_variance(t, rng.normal(0, 1, t.size) * scale))
+    assert np.median(sigma[:4000]) == pytest.approx(0.1, rel=0.1)
+    assert np.median(sigma[6000:]) == pytest.approx(0.01, rel=0.1)
+
+
+def test_noise_variance_ignores_a_step_and_is_positive_on_quantised_values():
+    rng = np.random.default_rng(3)
+    y = np.where(np.arange(1000) > 500, 5.0, 0.0) + rng.normal(0, 0.1, 1000)
+    assert np.sqrt(noise_variance(np.arange(1000.0), y)).max() < 0.13
+    quantised = np.round(0.5 + rng.normal(0, 0.01, 1000), 2)
+    assert noise_variance(np.arange(1000.0), quantised).min() > 0
