@@ -1,0 +1,38 @@
+"""Curvature of a loss as pure torch functions: Hessian-vector products, top eigenvalues
+(Lanczos), the diagonal and the trace (Hutchinson). Nothing here knows about trainers."""
+from phasetrain.curvature.diagonal import (
+    DiagonalStatistics,
+    diagonal_entries,
+    diagonal_statistics,
+    exact_diagonal,
+)
+from phasetrain.curvature.hutchinson import (
+    DiagonalEstimate,
+    hutchinson_diagonal,
+    hutchinson_trace,
+    rademacher,
+)
+from phasetrain.curvature.lanczos import LanczosResult, lanczos
+from phasetrain.curvature.operator import (
+    HessianOperator,
+    batch_loss,
+    hessian_vector_product,
+    trainable_parameters,
+)
+
+__all__ = [
+    "DiagonalEstimate",
+    "DiagonalStatistics",
+    "HessianOperator",
+    "LanczosResult",
+    "batch_loss",
+    "diagonal_entries",
+    "diagonal_statistics",
+    "exact_diagonal",
+    "hessian_vector_product",
+    "hutchinson_diagonal",
+    "hutchinson_trace",
+    "lanczos",
+    "rademacher",
+    "trainable_parameters",
+]

@@ -1,0 +1,111 @@
+"""Summary statistics of a Hessian's diagonal: mean, spread, maximum and per-layer means.
+
+Exact when the operator is small: if `dim` is at most the number of products the estimate would
+use, the diagonal is computed exactly, one product e_i^T A e_i per coordinate. Otherwise:
+- mean: Hutchinson's trace / dim, unbiased, with its standard error;
+- per-layer means: Hutchinson's partial traces / layer size, unbiased, with standard errors;
+- std: debiased. The spread of the per-element estimates is the true spread plus probe noise;
+  the probe-noise variance of element i is estimated by its squared standard error, so
+  std^2 = var_i(estimate_i) - mean_i(stderr_i^2) is unbiased for the spread (clipped at 0);
+- max: screened and verified. Hutchinson's largest per-element estimate is mostly noise (biased
+  up), so the `num_exact` coordinates with the largest estimates get their exact diagonal entry,
+  and `max` is the largest of those: a lower bound on the true maximum, exact when the arg-max is
+  among the screened coordinates.
+Population statistics (no n-1 correction) over all coordinates.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from phasetrain.curvature.hutchinson import hutchinson_diagonal
+
+MatVec = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class DiagonalStatistics:
+    """`mean`, `std`, `max` of diag(A); `mean_stderr` (0.0 when exact); `layer_means` and
+    `layer_mean_stderrs` per requested slice; `exact`: computed exactly; `num_matvecs` used."""
+
+    mean: float
+    mean_stderr: float
+    std: float
+    max: float
+    layer_means: list[float]
+    layer_mean_stderrs: list[float]
+    exact: bool
+    num_matvecs: int
+
+
+def diagonal_entries(
+    matvec: MatVec, dim: int, indices: Sequence[int] | Tensor, *, dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """The exact entries A_ii for `indices`, one product each; shape (len(indices),), on `device`."""
+    index = torch.as_tensor(indices, dtype=torch.long, device=device)
+    out = torch.empty(index.numel(), dtype=dtype, device=device)
+    e = torch.zeros(dim, dtype=dtype, device=device)
+    for k, i in enumerate(index):
+        e[i] = 1
+        out[k] = matvec(e)[i]
+        e[i] = 0
+    return out
+
+
+def exact_diagonal(
+    matvec: MatVec, dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> Tensor:
+    """diag(A) exactly, with `dim` products (affordable for small operators only); shape (dim,)."""
+    return diagonal_entries(matvec, dim, torch.arange(dim), dtype=dtype, device=device)
+
+
+def diagonal_statistics(
+    matvec: MatVec,
+    dim: int,
+    generator: torch.Generator,
+    *,
+    num_samples: int = 24,
+    num_exact: int = 8,
+    slices: Sequence[slice] = (),
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> DiagonalStatistics:
+    """Mean, std and max of diag(A) (see the module notes for what is exact and what estimated).
+
+    Costs `num_samples + num_exact` products, or `dim` if that is no more (then exact). `slices`
+    (one per layer, say) get per-slice means.
+    """
+    if not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
+    if not isinstance(num_exact, int) or num_exact < 1:
+        raise ValueError(f"num_exact must be an int >= 1, got {num_exact!r}")
+    if dim <= num_samples + num_exact:
+        diag = exact_diagonal(matvec, dim, dtype=dtype, device=device).double()
+        stats = torch.stack([diag.mean(), diag.std(correction=0), diag.max()]).tolist()
+        layers = [diag[s].mean().item() for s in slices]
+        return DiagonalStatistics(
+            stats[0], 0.0, stats[1], stats[2], layers, [0.0] * len(layers), True, dim
+        )
+    est = hutchinson_diagonal(
+        matvec, dim, num_samples, generator, slices=slices, dtype=dtype, device=device
+    )
+    d = est.diagonal.double()
+    spread = d.var(correction=0) - (est.stderr.double() ** 2).mean()
+    screened = torch.topk(d, min(num_exact, dim)).indices
+    top = diagonal_entries(matvec, dim, screened, dtype=dtype, device=device)
+    std, top_max = torch.stack([spread.clamp_min(0).sqrt(), top.max().double()]).tolist()
+    sizes = [len(range(dim)[s]) for s in slices]
+    return DiagonalStatistics(
+        mean=est.trace / dim,
+        mean_stderr=est.trace_stderr / dim,
+        std=std,
+        max=top_max,
+        layer_means=[t / n for t, n in zip(est.block_traces, sizes)],
+        layer_mean_stderrs=[t / n for t, n in zip(est.block_trace_stderrs, sizes)],
+        exact=False,
+        num_matvecs=num_samples + len(screened),
+    )

@@ -1,0 +1,117 @@
+import pytest
+import torch
+from torch.nn import functional as F
+
+from phasetrain.curvature import (
+    HessianOperator,
+    diagonal_entries,
+    diagonal_statistics,
+    exact_diagonal,
+    hutchinson_diagonal,
+    hutchinson_trace,
+    rademacher,
+)
+
+
+def _sym(n: int, seed: int, diag: torch.Tensor, off: float) -> torch.Tensor:
+    noise = torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    a = off * (noise + noise.T) / 2
+    a.diagonal().copy_(diag)
+    return a
+
+
+def test_rademacher_probes_are_signs_drawn_from_the_generator():
+    z1 = rademacher(1000, torch.Generator().manual_seed(0), torch.float64)
+    z2 = rademacher(1000, torch.Generator().manual_seed(0), torch.float64)
+    assert torch.equal(z1, z2) and set(z1.unique().tolist()) == {-1.0, 1.0}
+    assert abs(z1.mean().item()) < 0.1
+
+
+def test_hessian_diagonal_and_trace_within_a_few_standard_errors_of_exact(problem):
+    model, batch, H = problem
+    with HessianOperator(model, F.cross_entropy, [batch]) as op:
+        est = hutchinson_diagonal(op.matvec, op.num_params, 200, torch.Generator().manual_seed(0),
+                                  dtype=torch.float64, slices=op.layer_slices())
+    exact = H.diagonal()
+    z = (est.diagonal - exact).abs() / est.stderr.clamp_min(1e-12)
+    assert (z < 4).float().mean() > 0.97
+    assert abs(est.trace - exact.sum().item()) < 4 * est.trace_stderr
+    assert sum(est.block_traces) == pytest.approx(est.trace)
+    for b, s in enumerate(op.layer_slices()):
+        assert abs(est.block_traces[b] - exact[s].sum().item()) < 4 * est.block_trace_stderrs[b] + 1e-12
+
+
+def test_trace_estimate_within_a_few_standard_errors_and_exact_for_a_diagonal_matrix(problem):
+    model, batch, H = problem
+    with HessianOperator(model, F.cross_entropy, [batch]) as op:
+        trace, se = hutchinson_trace(op.matvec, op.num_params, 100, torch.Generator().manual_seed(1),
+                                     dtype=torch.float64)
+    assert abs(trace - H.trace().item()) < 4 * se
+    d = torch.arange(1.0, 11.0, dtype=torch.float64)
+    trace, se = hutchinson_trace(lambda v: d * v, 10, 5, torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert trace == pytest.approx(55.0) and se == pytest.approx(0.0, abs=1e-12)
+
+
+def test_exact_diagonal_and_selected_entries_match_dense(problem):
+    model, batch, H = problem
+    with HessianOperator(model, F.cross_entropy, [batch]) as op:
+        torch.testing.assert_close(exact_diagonal(op.matvec, op.num_params, dtype=torch.float64), H.diagonal())
+        torch.testing.assert_close(
+            diagonal_entries(op.matvec, op.num_params, [3, 0, 5], dtype=torch.float64), H.diagonal()[[3, 0, 5]]
+        )
+
+
+def test_small_operator_statistics_are_exact(problem):
+    model, batch, H = problem
+    d = H.diagonal()
+    with HessianOperator(model, F.cross_entropy, [batch]) as op:
+        stats = diagonal_statistics(op.matvec, op.num_params, torch.Generator(), num_samples=100,
+                                    num_exact=100, dtype=torch.float64, slices=op.layer_slices())
+        layers = [d[s].mean().item() for s in op.layer_slices()]
+    assert stats.exact and stats.num_matvecs == d.numel()
+    assert stats.mean == pytest.approx(d.mean().item())
+    assert stats.std == pytest.approx(d.std(correction=0).item())
+    assert stats.max == pytest.approx(d.max().item())
+    assert stats.layer_means == pytest.approx(layers)
+
+
+def test_debiased_std_recovers_the_spread_that_the_raw_estimate_overstates():
+    n = 2000
+    gen = torch.Generator().manual_seed(3)
+    diag = 1.0 + 0.5 * torch.randn(n, generator=gen, dtype=torch.float64)
+    a = _sym(n, 4, diag, off=0.08)
+    stats = diagonal_statistics(lambda v: a @ v, n, torch.Generator().manual_seed(5), num_samples=24,
+                                num_exact=8, dtype=torch.float64)
+    raw = hutchinson_diagonal(lambda v: a @ v, n, 24, torch.Generator().manual_seed(5), dtype=torch.float64)
+    true_std = diag.std(correction=0).item()
+    assert not stats.exact and stats.num_matvecs == 32
+    assert raw.diagonal.std().item() > 1.3 * true_std  # the probe noise inflates the raw spread
+    assert stats.std == pytest.approx(true_std, rel=0.1)
+    assert abs(stats.mean - diag.mean().item()) < 4 * stats.mean_stderr
+
+
+def test_max_is_an_exact_entry_found_by_screening():
+    n = 2000
+    gen = torch.Generator().manual_seed(6)
+    diag = 0.1 * torch.rand(n, generator=gen, dtype=torch.float64)
+    diag[1234] = 1.0
+    a = _sym(n, 7, diag, off=0.005)
+    stats = diagonal_statistics(lambda v: a @ v, n, torch.Generator().manual_seed(8), num_samples=24,
+                                num_exact=4, dtype=torch.float64)
+    raw = hutchinson_diagonal(lambda v: a @ v, n, 24, torch.Generator().manual_seed(8), dtype=torch.float64)
+    assert stats.max == 1.0  # exact entry, not an estimate
+    assert raw.diagonal.max().item() != pytest.approx(1.0, abs=1e-3)
+
+
+def test_bad_arguments_are_rejected_with_their_names():
+    mv = lambda v: v  # noqa: E731
+    with pytest.raises(ValueError, match="num_samples"):
+        hutchinson_diagonal(mv, 4, 1, torch.Generator())
+    with pytest.raises(TypeError, match="generator"):
+        hutchinson_trace(mv, 4, 10, None)
+    with pytest.raises(ValueError, match="dim"):
+        hutchinson_trace(mv, 0, 10, torch.Generator())
+    with pytest.raises(ValueError, match="num_exact"):
+        diagonal_statistics(mv, 4, torch.Generator(), num_exact=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        diagonal_statistics(mv, 4, torch.Generator(), num_samples=1)

@@ -1,0 +1,130 @@
+import pytest
+import torch
+from torch.nn import functional as F
+
+from phasetrain.curvature import HessianOperator, lanczos
+
+
+def _symmetric(eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    n = eigenvalues.numel()
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q @ torch.diag(eigenvalues) @ q.T
+
+
+def _clustered(n: int = 400) -> torch.Tensor:
+    """Ten eigenvalues 1.0, 0.999, ..., 0.991 on top of a bulk in [-0.5, 0.5]."""
+    gen = torch.Generator().manual_seed(5)
+    top = 1.0 - 0.001 * torch.arange(10, dtype=torch.float64)
+    return torch.cat([top, torch.rand(n - 10, generator=gen, dtype=torch.float64) - 0.5])
+
+
+def _power_iteration_change_stop(a: torch.Tensor, tol: float, gen: torch.Generator) -> float:
+    """What PyHessian does: stop when the Rayleigh quotient changes by less than tol (relative)."""
+    v = torch.randn(a.shape[0], generator=gen, dtype=a.dtype)
+    v /= v.norm()
+    previous = None
+    for _ in range(1000):
+        w = a @ v
+        value = float(v @ w)
+        if previous is not None and abs(value - previous) < tol * abs(previous):
+            return value
+        previous, v = value, w / w.norm()
+    return value
+
+
+def test_top_k_hessian_eigenvalues_match_dense_to_1e_5(problem):
+    model, batch, H = problem
+    exact = torch.linalg.eigvalsh(H).flip(0)[:3]
+    with HessianOperator(model, F.cross_entropy, [batch]) as op:
+        result = lanczos(
+            op.matvec, op.num_params, 3, tol=1e-8, max_iter=op.num_params, dtype=torch.float64,
+            generator=torch.Generator().manual_seed(0), return_eigenvectors=True,
+        )
+    assert result.converged
+    torch.testing.assert_close(result.eigenvalues, exact, rtol=1e-5, atol=1e-10)
+    vecs = result.eigenvectors
+    torch.testing.assert_close(H @ vecs, vecs * result.eigenvalues, rtol=0, atol=1e-6)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def test_clustered_top_eigenvalues_defeat_change_based_power_iteration_but_not_lanczos():
+    eigenvalues = _clustered()
+    a = _symmetric(eigenvalues)
+    power = _power_iteration_change_stop(a, 1e-4, torch.Generator().manual_seed(1))
+    result = lanczos(lambda v: a @ v, a.shape[0], 5, tol=1e-6, max_iter=200, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(1))
+    assert abs(power - 1.0) > 2e-3  # stopped on a value that had merely stopped moving
+    assert result.converged
+    torch.testing.assert_close(result.eigenvalues, eigenvalues[:5], rtol=1e-8, atol=0)
+
+
+def test_residuals_reported_are_the_true_residuals():
+    a = _symmetric(_clustered())
+    result = lanczos(lambda v: a @ v, a.shape[0], 4, tol=1e-3, max_iter=200, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(2), return_eigenvectors=True)
+    true = torch.linalg.vector_norm(a @ result.eigenvectors - result.eigenvectors * result.eigenvalues, dim=0)
+    torch.testing.assert_close(result.residuals, true, rtol=1e-6, atol=1e-12)
+    assert torch.all(result.residuals <= 1e-3 * 1.0)
+
+
+def test_largest_algebraic_versus_largest_magnitude_on_an_indefinite_operator():
+    eigenvalues = torch.tensor([3.0, 1.0, 0.5, -0.2, -5.0, -4.0] + [0.01 * i for i in range(30)], dtype=torch.float64)
+    a = _symmetric(eigenvalues)
+    la = lanczos(lambda v: a @ v, a.shape[0], 2, which="LA", tol=1e-10, max_iter=36, dtype=torch.float64,
+                 generator=torch.Generator().manual_seed(0))
+    lm = lanczos(lambda v: a @ v, a.shape[0], 2, which="LM", tol=1e-10, max_iter=36, dtype=torch.float64,
+                 generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(la.eigenvalues, torch.tensor([3.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(lm.eigenvalues, torch.tensor([-5.0, -4.0], dtype=torch.float64))
+
+
+def test_warm_start_from_the_top_eigenvector_needs_few_products():
+    bulk = torch.rand(398, generator=torch.Generator().manual_seed(4), dtype=torch.float64) - 0.5
+    a = _symmetric(torch.cat([torch.tensor([1.0, 0.9], dtype=torch.float64), bulk]))
+    cold = lanczos(lambda v: a @ v, a.shape[0], 1, tol=1e-6, max_iter=200, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(3), return_eigenvectors=True)
+    perturbed = a + 1e-4 * _symmetric(torch.linspace(-1, 1, a.shape[0], dtype=torch.float64), seed=9)
+    warm = lanczos(lambda v: perturbed @ v, a.shape[0], 1, tol=1e-6, max_iter=200, dtype=torch.float64,
+                   v0=cold.eigenvectors[:, 0])
+    exact = torch.linalg.eigvalsh(perturbed)[-1]
+    assert warm.converged and abs(warm.eigenvalues[0] - exact) < 1e-8
+    assert warm.num_matvecs < cold.num_matvecs / 2
+
+
+def test_small_operator_is_solved_exactly_when_the_krylov_space_closes():
+    a = _symmetric(torch.tensor([2.0, 1.0, -1.0, 0.5, 0.25], dtype=torch.float64))
+    result = lanczos(lambda v: a @ v, 5, 5, tol=1e-12, max_iter=50, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(0))
+    assert result.converged and result.num_matvecs == 5
+    torch.testing.assert_close(result.eigenvalues, torch.tensor([2.0, 1.0, 0.5, 0.25, -1.0], dtype=torch.float64))
+
+
+def test_random_start_uses_only_the_given_generator():
+    a = _symmetric(_clustered(100))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    runs = [lanczos(lambda v: a @ v, 100, 2, tol=1e-3, max_iter=60, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(runs[0].eigenvalues, runs[1].eigenvalues)
+    assert runs[0].num_matvecs == runs[1].num_matvecs
+
+
+def test_bad_arguments_are_rejected_with_their_names():
+    a = torch.eye(4, dtype=torch.float64)
+    mv = lambda v: a @ v  # noqa: E731
+    gen = torch.Generator()
+    with pytest.raises(ValueError, match="k must be"):
+        lanczos(mv, 4, 5, generator=gen)
+    with pytest.raises(ValueError, match="which"):
+        lanczos(mv, 4, 1, which="SM", generator=gen)
+    with pytest.raises(ValueError, match="Generator"):
+        lanczos(mv, 4, 1)
+    with pytest.raises(ValueError, match="v0 must have shape"):
+        lanczos(mv, 4, 1, v0=torch.ones(3))
+    with pytest.raises(ValueError, match="v0 must be a finite"):
+        lanczos(mv, 4, 1, v0=torch.zeros(4))
+    with pytest.raises(ValueError, match="tol"):
+        lanczos(mv, 4, 1, tol=0.0, generator=gen)
+    with pytest.raises(ValueError, match="max_iter"):
+        lanczos(mv, 4, 3, max_iter=2, generator=gen)
