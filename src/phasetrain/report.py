@@ -1,0 +1,463 @@
+"""The picture of a run: one panel per metric family, every detected transition marked on it.
+
+`plan_panels` decides which panels a run gets and `plan_markers` which transition goes on which
+panel; `build_figure` draws them with matplotlib (the optional extra `plot`, imported lazily);
+`plot_run` ties it together for a run folder and writes `report.png`; `write_html_report` adds a
+self-contained `report.html` (the PNG inline, the transitions and the summary as tables).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from phasetrain._validation import check_choice, check_int
+from phasetrain.history import MetricHistory, load_metrics
+from phasetrain.summary import transitions_by_metric
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+LOG_X_RATIO = 0.01
+"""Steps go on a log axis when the first logged step is below this fraction of the last one."""
+
+HIDDEN_METRICS = ("epoch",)
+"""Bookkeeping metrics that get no panel."""
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One axes of the report: which metrics it shows and how its y axis is scaled."""
+
+    key: str
+    title: str
+    metrics: tuple[str, ...]
+    yscale: str = "linear"
+    ylim: tuple[float, float] | None = None
+    reference: float | None = None
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One transition drawn on one panel; `primary` on the panel of its own metric, faint elsewhere."""
+
+    panel: str
+    metric: str
+    step: float
+    start_step: float
+    end_step: float
+    direction: str
+    primary: bool
+
+    @property
+    def label(self) -> str:
+        """Short text beside the line, e.g. 'val_acc ↑ 2,150'."""
+        arrow = {"up": "↑", "down": "↓"}.get(self.direction, "")
+        return " ".join(part for part in (self.metric, arrow, format_step(self.step)) if part)
+
+
+def format_step(step: float) -> str:
+    """A step for people: '2,150' (a fractional step, from a detector fed float steps, keeps one decimal)."""
+    step = float(step)
+    return f"{step:,.0f}" if step.is_integer() else f"{step:,.1f}"
+
+
+@dataclass(frozen=True)
+class _Family:
+    key: str
+    title: str
+    matches: Callable[[str], bool]
+    prefer_log: bool = False
+    unit_interval: bool = False
+    reference: float | None = None
+
+
+_FAMILIES = (
+    _Family("loss", "Loss", lambda n: n == "loss" or n.endswith("_loss"), prefer_log=True),
+    _Family("accuracy", "Accuracy", lambda n: n.endswith(("_acc", "_accuracy")) or n == "accuracy", unit_interval=True),
+    _Family("grad_norm", "Gradient norm", lambda n: n.startswith("grad_norm"), prefer_log=True),
+    _Family(
+        "sharpness",
+        "Hessian top eigenvalues (sharpness)",
+        lambda n: re.fullmatch(r"hessian_(eig_\d+|top_eigenvalue)", n) is not None,
+        prefer_log=True,
+    ),
+    _Family(
+        "eos",
+        "Edge-of-stability ratio (1 = stability limit 2/lr)",
+        lambda n: n.startswith("hessian_eos_ratio"),
+        reference=1.0,
+    ),
+    _Family("hessian_diag", "Hessian diagonal", lambda n: n.startswith("hessian_diag"), prefer_log=True),
+    _Family("hessian_trace", "Hessian trace", lambda n: n.startswith("hessian_trace"), prefer_log=True),
+    _Family("curvature", "Curvature (other)", lambda n: n.startswith("hessian_")),
+    _Family("lr", "Learning rate", lambda n: n == "lr" or n.startswith("lr_"), prefer_log=True),
+    _Family("weight_norm", "Weight norm", lambda n: n.startswith("weight_norm"), prefer_log=True),
+    _Family("other", "Other metrics", lambda n: True),
+)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return values[np.isfinite(values)]
+
+
+def _yscale(history: MetricHistory, metrics: Sequence[str], prefer_log: bool) -> str:
+    """'log' when the family reads best on a log scale and its positive values span >= 10x."""
+    if not prefer_log:
+        return "linear"
+    values = np.concatenate([_finite(history.values(m)) for m in metrics])
+    if values.size == 0 or values.min() <= 0:
+        return "linear"
+    return "log" if values.max() >= 10 * values.min() else "linear"
+
+
+def plan_panels(history: MetricHistory) -> list[Panel]:
+    """The panels a run's report gets: one per metric family present, in a fixed reading order.
+
+    Families: losses (log y), accuracies ([0, 1]), gradient norm (log y), Hessian top eigenvalues,
+    the edge-of-stability ratio (reference line at 1.0), Hessian diagonal, Hessian trace, other
+    curvature, learning rate, weight norm, and "other" for any metric name not known here.
+    Bookkeeping metrics (`epoch`) and metrics without a single finite value get no panel.
+    """
+    groups: dict[str, list[str]] = {family.key: [] for family in _FAMILIES}
+    for name in history.names():
+        if name in HIDDEN_METRICS or _finite(history.values(name)).size == 0:
+            continue
+        family = next(f for f in _FAMILIES if f.matches(name))
+        groups[family.key].append(name)
+    panels = []
+    for family in _FAMILIES:
+        metrics = groups[family.key]
+        if not metrics:
+            continue
+        ylim = None
+        if family.unit_interval:
+            values = np.concatenate([_finite(history.values(m)) for m in metrics])
+            if values.min() >= 0 and values.max() <= 1:
+                ylim = (-0.03, 1.03)
+        panels.append(
+            Panel(
+                key=family.key,
+                title=family.title,
+                metrics=tuple(metrics),
+                yscale=_yscale(history, metrics, family.prefer_log),
+                ylim=ylim,
+                reference=family.reference,
+            )
+        )
+    return panels
+
+
+def choose_xscale(history: MetricHistory) -> str:
+    """'log' when the run is long against its first logged step (first < 1% of last), else 'linear'.
+
+    Grokking's late jump and an early memorisation phase are both visible on a log axis; a run that
+    logged step 0 (e.g. a validation before training) gets 'symlog', linear below step 1.
+    """
+    steps = [history.steps(m) for m in history.names() if m not in HIDDEN_METRICS]
+    steps = np.concatenate(steps) if steps else np.empty(0, dtype=np.int64)
+    if steps.size == 0:
+        return "linear"
+    first, last = int(steps.min()), int(steps.max())
+    if last <= 0 or max(first, 1) > LOG_X_RATIO * last:
+        return "linear"
+    return "log" if first >= 1 else "symlog"
+
+
+def _as_dict(transition: Any) -> dict[str, Any]:
+    if hasattr(transition, "to_dict"):
+        return dict(transition.to_dict())
+    if isinstance(transition, Mapping):
+        return dict(transition)
+    raise TypeError(
+        f"transitions entries must be Transition objects or dicts, got {type(transition).__name__}"
+    )
+
+
+def normalise_transitions(
+    transitions: Mapping[str, Iterable[Any]] | Iterable[Any],
+) -> dict[str, list[dict[str, Any]]]:
+    """`{metric: [transition dict, ...]}` from a mapping of that shape or a flat list whose items
+    name their `metric`; items may be detector `Transition` objects or their `to_dict()` dicts."""
+    if isinstance(transitions, Mapping):
+        return {str(metric): [_as_dict(t) for t in items] for metric, items in transitions.items()}
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for item in transitions:
+        record = _as_dict(item)
+        if not record.get("metric"):
+            raise ValueError(
+                f"transitions given as a flat list must name their metric; got {record!r} "
+                "(pass {metric: [transitions]} instead)"
+            )
+        grouped.setdefault(str(record["metric"]), []).append(record)
+    return grouped
+
+
+def plan_markers(panels: Sequence[Panel], transitions: Mapping[str, Iterable[Any]] | Iterable[Any]) -> list[Marker]:
+    """Which transition goes on which panel: a primary marker on the panel that shows its metric,
+    a faint one on every other panel. Transitions of metrics with no panel are dropped."""
+    grouped = normalise_transitions(transitions)
+    home = {metric: panel.key for panel in panels for metric in panel.metrics}
+    markers = []
+    for metric, records in grouped.items():
+        if metric not in home:
+            continue
+        for record in records:
+            step = float(record["step"])
+            for panel in panels:
+                markers.append(
+                    Marker(
+                        panel=panel.key,
+                        metric=metric,
+                        step=step,
+                        start_step=float(record.get("start_step", step)),
+                        end_step=float(record.get("end_step", step)),
+                        direction=str(record.get("direction", "")),
+                        primary=panel.key == home[metric],
+                    )
+                )
+    return markers
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError("the run report needs matplotlib: pip install 'phasetrain[plot]'") from error
+
+
+def _minor_log_label(value: float, _position: int) -> str:
+    """Label the 2x and 5x minor ticks of a log axis ('20', '0.05'), so a short range still reads."""
+    leading = round(value / 10 ** math.floor(math.log10(value)))
+    return f"{value:g}" if leading in (2, 5) else ""
+
+
+def _format_log_axis(axis: Any, history: MetricHistory, metrics: Sequence[str]) -> None:
+    """Plain numbers with 2x/5x minor labels on a log axis spanning < 2 decades; powers of ten otherwise."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    values = np.concatenate([_finite(history.values(m)) for m in metrics])
+    if values.max() < 100 * values.min():
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(FuncFormatter(_minor_log_label))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _draw_panel(ax: Any, history: MetricHistory, panel: Panel, colors: dict[str, str]) -> None:
+    for metric in panel.metrics:
+        steps, values = history.steps(metric), history.values(metric)
+        style = "-o" if steps.size < 40 else "-"
+        ax.plot(steps, values, style, color=colors[metric], label=metric, lw=1.3, ms=3)
+    if panel.reference is not None:
+        ax.axhline(panel.reference, color="black", ls="--", lw=1, label=f"{panel.reference:g}")
+    ax.set_yscale(panel.yscale)
+    if panel.yscale == "log":
+        _format_log_axis(ax.yaxis, history, panel.metrics)
+    if panel.ylim is not None:
+        ax.set_ylim(*panel.ylim)
+    ax.set_title(panel.title, fontsize=10, loc="left")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+
+
+def _draw_markers(ax: Any, markers: Sequence[Marker], colors: dict[str, str]) -> None:
+    for marker in markers:
+        if not marker.primary:
+            ax.axvline(marker.step, color="grey", ls=":", lw=0.8, alpha=0.6)
+            continue
+        color = colors[marker.metric]
+        if marker.end_step > marker.start_step:
+            ax.axvspan(marker.start_step, marker.end_step, color=color, alpha=0.12, lw=0)
+        ax.axvline(marker.step, color=color, ls="--", lw=1.1)
+
+
+_LABEL_ROWS = (0.97, 0.03, 0.80, 0.20, 0.62, 0.38)
+"""Candidate heights (axes fraction) of a transition label, in order of preference."""
+
+
+def _label_markers(ax: Any, history: MetricHistory, panel: Panel, markers: Sequence[Marker], colors: dict[str, str]) -> None:
+    """Write each primary marker's label beside its line: left of the line in the right quarter of
+    the axes (so it stays inside), at the first height of `_LABEL_ROWS` where the curves and the
+    labels already placed leave the fewest points under it. Call once the axes limits are final."""
+    to_axes = ax.transData + ax.transAxes.inverted()
+    points = np.concatenate([np.column_stack([history.steps(m), history.values(m)]) for m in panel.metrics])
+    points = to_axes.transform(points[np.all(np.isfinite(points), axis=1)])
+    placed: list[tuple[float, float, float]] = []  # (x from, x to, height) of labels already written
+    for marker in sorted((m for m in markers if m.primary), key=lambda m: m.step):
+        x = to_axes.transform((marker.step, 1.0))[0]
+        left = x > 0.75
+        span = (x - 0.2, x) if left else (x, x + 0.2)
+        under = points[(points[:, 0] >= span[0]) & (points[:, 0] <= span[1]), 1]
+
+        def crowding(row: float) -> int:
+            centre = row - 0.05 if row > 0.5 else row + 0.05
+            clashes = sum(a < span[1] and span[0] < b and abs(h - row) < 0.1 for a, b, h in placed)
+            return int(np.count_nonzero(np.abs(under - centre) < 0.09)) + 1000 * clashes
+
+        row = min(_LABEL_ROWS, key=crowding)
+        placed.append((*span, row))
+        ax.annotate(
+            marker.label,
+            xy=(marker.step, row),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3 if left else 3, 0),
+            textcoords="offset points",
+            fontsize=7,
+            color=colors[marker.metric],
+            va="top" if row > 0.5 else "bottom",
+            ha="right" if left else "left",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
+
+
+def _story(markers: Sequence[Marker]) -> str:
+    primaries = sorted({(m.step, m.label) for m in markers if m.primary})
+    if not primaries:
+        return "no transitions detected"
+    return "transitions: " + "; ".join(label for _, label in primaries)
+
+
+def build_figure(
+    history: MetricHistory,
+    transitions: Mapping[str, Iterable[Any]] | Iterable[Any] = (),
+    title: str = "",
+    xscale: str = "auto",
+) -> "Figure":
+    """Draw the report figure: panels from `plan_panels`, markers from `plan_markers`.
+
+    `xscale` is "auto" (`choose_xscale`), "linear", "log" or "symlog". Returns a matplotlib
+    Figure (not attached to pyplot, so nothing global changes); its axes titles are the panels'.
+    """
+    check_choice("xscale", xscale, ("auto", "linear", "log", "symlog"))
+    _require_matplotlib()
+    from matplotlib.figure import Figure
+
+    panels = plan_panels(history)
+    if not panels:
+        raise ValueError(f"history has no metric with a finite value to plot; recorded: {history.names()}")
+    markers = plan_markers(panels, transitions)
+    palette = [f"C{i}" for i in range(10)]
+    all_metrics = [m for panel in panels for m in panel.metrics]
+    colors = {}
+    for panel in panels:
+        for i, metric in enumerate(panel.metrics):
+            colors[metric] = palette[i % len(palette)]
+    ncols = 1 if len(panels) <= 2 else 2
+    nrows = math.ceil(len(panels) / ncols)
+    figure = Figure(figsize=(6.4 * ncols, 2.7 * nrows + 0.9), layout="constrained")
+    axes = figure.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
+    scale = choose_xscale(history) if xscale == "auto" else xscale
+    for ax, panel in zip(axes, panels):
+        _draw_panel(ax, history, panel, colors)
+        _draw_markers(ax, [m for m in markers if m.panel == panel.key], colors)
+        if scale == "symlog":
+            ax.set_xscale("symlog", linthresh=1.0)
+        else:
+            ax.set_xscale(scale)
+    for ax, panel in zip(axes, panels):
+        _label_markers(ax, history, panel, [m for m in markers if m.panel == panel.key], colors)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[len(panels) - ncols : len(panels)]:
+        ax.set_xlabel("global step" + (" (log scale)" if scale != "linear" else ""))
+        ax.xaxis.set_tick_params(labelbottom=True)
+    last = max(int(history.steps(m).max()) for m in all_metrics)
+    heading = f"{title} — " if title else ""
+    figure.suptitle(f"{heading}{last:,} steps; {_story(markers)}", fontsize=10, wrap=True)
+    return figure
+
+
+def plot_run(
+    run: str | os.PathLike | MetricHistory,
+    out_path: str | os.PathLike | None = None,
+    transitions: Mapping[str, Iterable[Any]] | Iterable[Any] | None = None,
+    window_size: float | None = None,
+    title: str | None = None,
+    xscale: str = "auto",
+    dpi: int = 120,
+) -> Path:
+    """Write the report PNG of a run and return its path.
+
+    `run` is a run folder, a `metrics.json`, or a `MetricHistory` (then `out_path` is required).
+    `out_path` defaults to `<run folder>/report.png`. `transitions` ({metric: [...]} or a flat list
+    naming metrics) defaults to the detector's output on the summary's key metrics
+    (`phasetrain.summary.SUMMARY_METRICS`: val_acc, val_loss, train_loss, ...) with `window_size`
+    (steps; None: the detector's default); pass
+    `{}` for none. `title` defaults to the run folder's name.
+    """
+    check_int("dpi", dpi)
+    if isinstance(run, MetricHistory):
+        if out_path is None:
+            raise ValueError("out_path is required when run is a MetricHistory (there is no run folder)")
+        history, run_dir = run, None
+    else:
+        history, _ = load_metrics(run)
+        run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
+    out = Path(out_path) if out_path is not None else run_dir / "report.png"
+    if transitions is None:
+        transitions = transitions_by_metric(history, window_size=window_size)
+    if title is None:
+        title = run_dir.resolve().name if run_dir is not None else ""
+    figure = build_figure(history, transitions, title=title, xscale=xscale)
+    figure.savefig(out, dpi=dpi)
+    return out
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "—" if not math.isfinite(value) else f"{value:.6g}"
+    return html.escape(str(value))
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+TRANSITION_COLUMNS = (
+    "metric", "step", "start_step", "end_step", "direction",
+    "level_before", "level_after", "magnitude", "relative_magnitude", "score",
+)
+
+
+def write_html_report(
+    png_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    transitions: Mapping[str, Iterable[Any]] | Iterable[Any],
+    summary: Mapping[str, Any] | None = None,
+    title: str = "phasetrain report",
+) -> Path:
+    """Write a self-contained HTML page: the PNG inline (base64), a table of the transitions and,
+    when given, the training summary (its `phase_transitions` entry is the transitions table)."""
+    image = base64.b64encode(Path(png_path).read_bytes()).decode("ascii")
+    rows = [
+        {**record, "metric": metric}
+        for metric, records in normalise_transitions(transitions).items()
+        for record in records
+    ]
+    rows.sort(key=lambda r: (float(r["step"]), r["metric"]))
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}</style>",
+        f"</head><body><h1>{html.escape(title)}</h1>",
+        f"<img alt='run report' style='max-width:100%' src='data:image/png;base64,{image}'>",
+        "<h2>Detected transitions</h2>",
+        _table(rows, TRANSITION_COLUMNS) if rows else "<p>none</p>",
+    ]
+    if summary is not None:
+        items = [{"quantity": k, "value": v} for k, v in summary.items() if k != "phase_transitions"]
+        parts += ["<h2>Training summary</h2>", _table(items, ("quantity", "value"))]
+    parts.append("</body></html>")
+    out = Path(out_path)
+    out.write_text("".join(parts), encoding="utf-8")
+    return out
