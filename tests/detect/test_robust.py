@@ -1,22 +1,29 @@
 import numpy as np
 import pytest
 
-from phasetrain.detect.robust import median5, noise_variance
+from phasetrain.detect.robust import median7, noise_variance
 
 
-def test_median5_equals_a_sorted_median_of_each_reflected_window():
+def test_median7_sorting_network_is_exact_on_every_binary_window():
+    # 0-1 principle: a compare-exchange network that sorts all 2^7 binary inputs sorts every input
+    windows = (np.arange(128)[:, None] >> np.arange(7)) & 1
+    for window in windows.astype(float):
+        assert median7(window)[3] == np.median(window)
+
+
+def test_median7_equals_a_sorted_median_of_each_reflected_window():
     rng = np.random.default_rng(0)
     y = rng.normal(size=501)
-    padded = np.pad(y, 2, mode="reflect")
-    reference = np.median(np.lib.stride_tricks.sliding_window_view(padded, 5), axis=1)
-    assert np.array_equal(median5(y), reference)
+    padded = np.pad(y, 3, mode="reflect")
+    reference = np.median(np.lib.stride_tricks.sliding_window_view(padded, 7), axis=1)
+    assert np.array_equal(median7(y), reference)
 
 
-def test_median5_removes_two_point_spikes_and_keeps_steps():
+def test_median7_removes_three_point_spikes_and_keeps_steps():
     y = np.r_[np.zeros(10), np.ones(10)]
-    y[3:5] = 9.0
-    out = median5(y)
-    assert np.array_equal(out, np.r_[np.zeros(10), np.ones(10)])
+    y[3:6] = 9.0
+    y[14:17] = -9.0
+    assert np.array_equal(median7(y), np.r_[np.zeros(10), np.ones(10)])
 
 
 def test_noise_variance_recovers_sigma_under_a_trend_and_irregular_steps():

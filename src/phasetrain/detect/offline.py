@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from phasetrain.detect.prepare import Curve, check_window_size, prepare_curve
-from phasetrain.detect.robust import median5, noise_variance
+from phasetrain.detect.robust import median7, noise_variance
 from phasetrain.detect.scan import Geometry, ScaleScan, geometry, scan_scale
 from phasetrain.detect.transition import Transition
 
@@ -14,6 +14,7 @@ MIN_SIDE_POINTS = 3  # points a side window needs for a line fit with a usable r
 MIN_CURVE_POINTS = 2 * MIN_SIDE_POINTS + 2  # shorter curves hold no testable change: []
 DEFAULT_WINDOW_FRACTION = 1 / 50  # window_size=None: 2% of the curve's span ...
 DEFAULT_WINDOW_POINTS = 8  # ... but at least 8 recording intervals
+MAX_WINDOW_SPANS = 8  # a window_size above 1/8 of the span is reduced to it (else nothing fits)
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,13 @@ def detect_transitions(
 
     values: shape (n,); NaN/inf are ignored. steps: strictly increasing global steps
     (default 1..n); spacing may be irregular. window_size (steps): the shortest stretch of
-    curve over which a level is measured: the detector compares straight-line fits of
-    windows of window_size, 2*window_size, 4*window_size, ... steps on either side of a gap
-    of the same length, so a change counts when it completes within about the gap, and
-    excursions shorter than window_size (spikes) are ignored. Windows hold at least 3
-    records, so on sparse curves the smallest window is 3 recording intervals. None: 2% of
-    the span (at least 8 intervals). scale: "log" analyses log(values) (losses spanning
+    curve over which a level is measured: the detector compares straight-line fits (or means,
+    where a side is flat) of windows of window_size, 2*window_size, 4*window_size, ... steps
+    on either side of a gap of the same length, so a change counts when it completes within
+    about the gap and is fast against the trend on both sides. Windows hold at least 3
+    records, so on sparse curves the smallest window is 3 recording intervals; a window_size
+    above 1/8 of the curve's span is reduced to that. None: 2% of the span (at least 8
+    intervals). Spikes of up to 3 records are removed before fitting. scale: "log" analyses log(values) (losses spanning
     decades), "auto" picks log for positive curves whose values span a factor >= 10.
     Curves with fewer than 8 finite points return [].
     """
@@ -82,7 +84,7 @@ def detect_in_curve(curve: Curve, window: float | None, thresholds: Thresholds) 
     t, y = curve.t, curve.y
     if t.size < MIN_CURVE_POINTS:
         return []
-    smooth = median5(y)
+    smooth = median7(y)
     value_range = float(smooth.max() - smooth.min())
     if not value_range > 0:
         return []
@@ -146,7 +148,7 @@ def scans(t: np.ndarray, y: np.ndarray, var: np.ndarray, window: float | None):
     span = float(t[-1] - t[0])
     spacing = float(np.median(np.diff(t)))
     h = window if window is not None else max(span * DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS * spacing)
-    h = max(h, MIN_SIDE_POINTS * spacing)
+    h = max(min(h, span / MAX_WINDOW_SPANS), MIN_SIDE_POINTS * spacing)
     previous: Geometry | None = None
     while True:
         geo = geometry(h, spacing, span, t.size, MIN_SIDE_POINTS)
@@ -162,14 +164,12 @@ def scans(t: np.ndarray, y: np.ndarray, var: np.ndarray, window: float | None):
 def scale_candidates(scan: ScaleScan, value_range: float, th: Thresholds) -> list[Candidate]:
     """The strongest centre of each run of centres that clear all thresholds, strongest first."""
     jump = np.abs(scan.jump)
-    geo = scan.geometry
-    trend = np.maximum(np.abs(scan.slope_left), np.abs(scan.slope_right)) * (2 * geo.gap + geo.side)
     score = jump / np.maximum(scan.se, 1e-12 * value_range)
     ok = (
         scan.valid
         & (score >= th.min_score)
         & (jump >= th.min_relative_magnitude * value_range)
-        & (jump >= th.min_abruptness * trend)
+        & (jump >= th.min_abruptness * scan.trend)
         & (jump >= th.min_effect * scan.scatter)
     )
     idx = np.flatnonzero(ok)

@@ -45,7 +45,10 @@ class ScaleScan:
     """Per centre bin: the fitted lines either side, the jump and its uncertainties.
 
     centre: bin indices (int, shape (m,)); lines are y = level + slope * (x - centre) with
-    x the continuous bin coordinate (t - t0) / delta - 0.5; slopes are per bin.
+    x the continuous bin coordinate (t - t0) / delta - 0.5; slopes are per bin (0 where the
+    side's mean is the better level estimate). trend: how far the steeper fitted side line moves over
+    two windows (the trend a jump must beat). se: standard error of the jump from the local
+    noise; scatter: the larger residual sigma of the two side fits.
     """
 
     geometry: Geometry
@@ -55,6 +58,7 @@ class ScaleScan:
     slope_left: np.ndarray
     level_right: np.ndarray
     slope_right: np.ndarray
+    trend: np.ndarray
     se: np.ndarray
     scatter: np.ndarray
     valid: np.ndarray
@@ -107,16 +111,24 @@ def scan_scale(t: np.ndarray, y: np.ndarray, var: np.ndarray, geo: Geometry, min
         cxy = sxy - xbar * sy
         ok = (m >= min_points) & (cxx > 0)
         cxx = np.where(ok, cxx, 1.0)
-        slope = cxy / cxx
-        level = ybar - slope * xbar
-        ssr = np.maximum(pyy[hi] - pyy[lo] - ybar * sy - slope * cxy, 0.0)
+        fitted = cxy / cxx
+        ssr = np.maximum(pyy[hi] - pyy[lo] - ybar * sy - fitted * cxy, 0.0)
         scatter2 = ssr / np.maximum(mf - 2, 1)
         noise2 = (pv[hi] - pv[lo]) / mf
-        coef = 1.0 / mf + xbar * xbar / cxx  # variance of the extrapolated level per sigma^2
-        return level, slope, noise2 * coef, scatter2, ok
+        # The side's level at the centre: the line extrapolated (variance noise2 (1/m + xbar^2/cxx)),
+        # or the side's mean when that has the smaller mean squared error (variance noise2/m plus
+        # the squared bias (slope * xbar)^2 it risks), i.e. when the slope is within one standard
+        # error of 0. Flat plateaus then get the full power of a mean.
+        extrapolated = noise2 * (1.0 / mf + xbar * xbar / cxx)
+        flat = noise2 / mf + (fitted * xbar) ** 2
+        sloped = extrapolated <= flat
+        slope = np.where(sloped, fitted, 0.0)
+        level = ybar - slope * xbar
+        return level, slope, fitted, np.where(sloped, extrapolated, flat), scatter2, ok
 
-    lv_l, sl_l, var_l, sc_l, ok_l = fit(centre - reach, centre - geo.gap)
-    lv_r, sl_r, var_r, sc_r, ok_r = fit(centre + geo.gap + 1, centre + reach + 1)
+    lv_l, sl_l, fit_l, var_l, sc_l, ok_l = fit(centre - reach, centre - geo.gap)
+    lv_r, sl_r, fit_r, var_r, sc_r, ok_r = fit(centre + geo.gap + 1, centre + reach + 1)
+
     return ScaleScan(
         geometry=geo,
         t0=t0,
@@ -125,6 +137,7 @@ def scan_scale(t: np.ndarray, y: np.ndarray, var: np.ndarray, geo: Geometry, min
         slope_left=sl_l,
         level_right=lv_r,
         slope_right=sl_r,
+        trend=np.maximum(np.abs(fit_l), np.abs(fit_r)) * (2 * geo.gap + geo.side),
         se=np.sqrt(var_l + var_r),
         scatter=np.sqrt(np.maximum(sc_l, sc_r)),
         valid=ok_l & ok_r,

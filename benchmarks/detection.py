@@ -1,0 +1,353 @@
+"""Phase-transition detection measured on synthetic training curves with known transitions.
+
+Each curve mimics a logged training metric: a loss (positive, power-law or exponential decay,
+multiplicative noise that shrinks with the loss, transitions are drops by a factor), an accuracy
+(bounded in [0, 1], saturating, transitions are rises) or a generic metric (flat or linear trend,
+additive noise that may shrink over the run). Curves have 0-3 transitions (sigmoids of random
+width, up to 3% of the run), optional 1-3 point spikes, NaNs and irregular steps (val every
+few steps). All detectors run untuned on the same curves, losses on a log scale for everyone:
+phasetrain's `detect_transitions` (window_size=None, and the seed's 50 and 100) and ruptures'
+PELT, Binseg and Window (l2 cost, BIC penalty pen = 2 sigma^2 log n, sigma = MAD of first
+differences / 0.6745 / sqrt 2). ruptures runs only on curves up to --ruptures-max points
+(PELT to --pelt-max): beyond that it takes seconds to minutes per curve.
+
+A detection matches a true transition (one-to-one, nearest first) when it lies within the
+tolerance max(transition width (10%..90%), 1% of the run, 2 recording intervals) of its centre.
+
+Run: python benchmarks/detection.py [--small] [--curves N] [--seed S]
+Writes a table to stdout and benchmarks/results/detection.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from phasetrain.detect import detect_transitions  # noqa: E402
+from phasetrain.detect.prepare import reads_as_log  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "detection.json"
+
+
+@dataclass
+class SyntheticCurve:
+    """A curve with its true transition centres (steps) and widths (10%..90%, steps)."""
+
+    kind: str
+    steps: np.ndarray
+    values: np.ndarray
+    centres: list[float]
+    widths: list[float]
+    spacing: float = field(default=1.0)
+
+
+def _sigmoid(t: np.ndarray, centre: float, width: float) -> np.ndarray:
+    arg = np.clip(-(t - centre) * (4.394 / max(width, 1e-9)), -60, 60)
+    return 1.0 / (1.0 + np.exp(arg))
+
+
+def _steps(rng: np.random.Generator, n: int) -> tuple[np.ndarray, float]:
+    """Regular steps every log_freq, or irregular ones (e.g. val once per uneven epoch)."""
+    if rng.random() < 0.25:
+        gaps = rng.integers(1, 2 * int(rng.choice([5, 20, 100])), n)
+        return np.cumsum(gaps).astype(np.int64), float(np.median(gaps))
+    freq = int(rng.choice([1, 1, 10, 50]))
+    return np.arange(1, n + 1, dtype=np.int64) * freq, float(freq)
+
+
+def _transitions(rng: np.random.Generator, t: np.ndarray, spacing: float) -> tuple[list[float], list[float]]:
+    """0-3 centres, 15% of the run apart and 12% from its ends; widths 1 step .. 3% of the run."""
+    span = float(t[-1] - t[0])
+    count = int(rng.choice([0, 1, 1, 2, 3]))
+    centres: list[float] = []
+    for _ in range(200):
+        if len(centres) == count:
+            break
+        c = t[0] + span * rng.uniform(0.12, 0.88)
+        if all(abs(c - o) > 0.15 * span for o in centres):
+            centres.append(float(c))
+    centres.sort()
+    widths = [float(math.exp(rng.uniform(math.log(spacing), math.log(0.03 * span)))) for _ in centres]
+    return centres, widths
+
+
+def make_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
+    """One random training curve of n points (see the module docstring)."""
+    t, spacing = _steps(rng, n)
+    tf = t.astype(np.float64)
+    span = tf[-1] - tf[0]
+    centres, widths = _transitions(rng, tf, spacing)
+    kind = str(rng.choice(["loss", "accuracy", "generic"]))
+    u = (tf - tf[0]) / span  # 0..1 over the run
+    snr = rng.uniform(4, 40)  # smallest transition / per-point noise
+    if kind == "loss":
+        trend = str(rng.choice(["power", "exp", "flat"]))
+        decades = rng.uniform(0.3, 2.5)
+        if trend == "power":
+            alpha = rng.uniform(0.3, 1.0)
+            t0 = span * rng.uniform(0.002, 0.05)
+            log_y = -alpha * np.log1p((tf - tf[0]) / t0)
+            log_y *= decades * math.log(10) / max(-log_y[-1], 1e-9)
+        elif trend == "exp":
+            log_y = -decades * math.log(10) * (1 - np.exp(-u / rng.uniform(0.1, 0.6)))
+        else:
+            log_y = np.zeros_like(u)
+        drops = rng.uniform(math.log(1.5), math.log(10), len(centres))
+        for c, w, d in zip(centres, widths, drops):
+            log_y -= d * _sigmoid(tf, c, w)
+        sigma = (drops.min() if len(drops) else rng.uniform(0.1, 1.0)) / snr
+        values = np.exp(math.log(rng.uniform(0.5, 5)) + log_y + rng.normal(0, sigma, n))
+    elif kind == "accuracy":
+        start, top = rng.uniform(0.0, 0.3), rng.uniform(0.7, 1.0)
+        pieces = len(centres) + 1  # each transition is at least 15% of the total rise
+        rises = (0.15 + (1 - 0.15 * pieces) * rng.dirichlet(np.ones(pieces))) * (top - start)
+        trend = str(rng.choice(["saturating", "flat"]))
+        if centres:
+            clean = start + rises[-1] * (1 - np.exp(-u / rng.uniform(0.05, 0.5))) if trend == "saturating" else np.full(n, start)
+            clean = clean + sum(r * _sigmoid(tf, c, w) for r, c, w in zip(rises[:-1], centres, widths))
+            smallest = float(rises[:-1].min())
+        else:
+            clean = start + (top - start) * (1 - np.exp(-u / rng.uniform(0.05, 0.5))) if trend == "saturating" else np.full(n, start)
+            smallest = rng.uniform(0.05, 0.5)
+        # binomial-like noise: largest at 0.5, small near 0 and 1
+        sigma = smallest / snr
+        noise = rng.normal(0, 1, n) * sigma * (0.3 + 2 * np.sqrt(np.clip(clean * (1 - clean), 0, None)))
+        values = np.clip(clean + noise, 0.0, 1.0)
+        values = np.round(values, int(rng.choice([3, 4, 6])))  # accuracy on a finite val set
+    else:
+        trend = str(rng.choice(["flat", "linear"]))
+        level = rng.uniform(-5, 5) + (rng.uniform(-3, 3) * u if trend == "linear" else 0)
+        jumps = rng.uniform(0.5, 3, len(centres)) * rng.choice([-1, 1], len(centres))
+        clean = level + sum(j * _sigmoid(tf, c, w) for j, c, w in zip(jumps, centres, widths))
+        sigma = (np.abs(jumps).min() if len(jumps) else rng.uniform(0.1, 1)) / snr
+        shrink = np.exp(-u * rng.uniform(0, 3)) if rng.random() < 0.5 else 1.0
+        values = clean + rng.normal(0, 1, n) * sigma * shrink
+    spread = float(np.std(values)) or 1.0
+    if rng.random() < 0.3:  # 1-3 point spikes
+        for at in rng.choice(n - 3, int(rng.integers(1, 6)), replace=False):
+            width = int(rng.integers(1, 4))
+            if kind == "loss":
+                values[at : at + width] *= rng.uniform(2, 5)
+            else:
+                values[at : at + width] += rng.uniform(3, 8) * spread * rng.choice([-1, 1])
+        if kind == "accuracy":
+            values = np.clip(values, 0, 1)
+    if rng.random() < 0.1:
+        values[rng.choice(n, max(1, n // 50), replace=False)] = np.nan
+    return SyntheticCurve(kind, t, values, centres, widths, spacing)
+
+
+def tolerance(curve: SyntheticCurve, width: float) -> float:
+    span = float(curve.steps[-1] - curve.steps[0])
+    return max(width, 0.01 * span, 2 * curve.spacing)
+
+
+def match(curve: SyntheticCurve, found: list[float]) -> tuple[int, list[float]]:
+    """Greedy one-to-one matching, nearest pairs first: (true positives, |errors| in steps)."""
+    pairs = sorted(
+        (abs(f - c), i, j)
+        for i, (c, w) in enumerate(zip(curve.centres, curve.widths))
+        for j, f in enumerate(found)
+        if abs(f - c) <= tolerance(curve, w)
+    )
+    used_true, used_found, errors = set(), set(), []
+    for err, i, j in pairs:
+        if i not in used_true and j not in used_found:
+            used_true.add(i)
+            used_found.add(j)
+            errors.append(err)
+    return len(errors), errors
+
+
+def _log_if_loss(curve: SyntheticCurve) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.isfinite(curve.values)
+    t, y = curve.steps[keep], curve.values[keep]
+    return t, (np.log(y) if reads_as_log(y) else y)
+
+
+def ruptures_detector(name: str):
+    """A ruptures search method with the BIC penalty, returning change steps."""
+    import ruptures as rpt
+
+    def run(curve: SyntheticCurve) -> list[float]:
+        t, y = _log_if_loss(curve)
+        sigma = np.median(np.abs(np.diff(y) - np.median(np.diff(y)))) / 0.6745 / math.sqrt(2)
+        pen = 2 * max(sigma, 1e-12) ** 2 * math.log(y.size)
+        signal = y.reshape(-1, 1)
+        if name == "pelt":
+            algo = rpt.Pelt(model="l2", min_size=2, jump=1).fit(signal)
+        elif name == "binseg":
+            algo = rpt.Binseg(model="l2", min_size=2, jump=1).fit(signal)
+        else:
+            algo = rpt.Window(model="l2", width=max(10, 2 * (y.size // 100)), jump=1).fit(signal)
+        ends = algo.predict(pen=pen)[:-1]
+        return [float(t[i]) for i in ends]
+
+    return run
+
+
+def phasetrain_detector(window_size: float | None):
+    def run(curve: SyntheticCurve) -> list[float]:
+        return [float(tr.step) for tr in detect_transitions(curve.values, curve.steps, window_size)]
+
+    return run
+
+
+@dataclass
+class Score:
+    tp: int = 0
+    n_true: int = 0
+    n_found: int = 0
+    fp_free: int = 0
+    free_curves: int = 0
+    errors: list = field(default_factory=list)
+    rel_errors: list = field(default_factory=list)
+    seconds: float = 0.0
+    curves: int = 0
+
+    def add(self, curve: SyntheticCurve, found: list[float], seconds: float) -> None:
+        tp, errors = match(curve, found)
+        span = float(curve.steps[-1] - curve.steps[0])
+        self.tp += tp
+        self.n_true += len(curve.centres)
+        self.n_found += len(found)
+        self.errors += errors
+        self.rel_errors += [e / span for e in errors]
+        self.seconds += seconds
+        self.curves += 1
+        if not curve.centres:
+            self.free_curves += 1
+            self.fp_free += len(found)
+
+    def summary(self) -> dict:
+        precision = self.tp / self.n_found if self.n_found else 1.0
+        recall = self.tp / self.n_true if self.n_true else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {
+            "curves": self.curves,
+            "true_transitions": self.n_true,
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "false_positives_per_free_curve": round(self.fp_free / max(self.free_curves, 1), 4),
+            "median_error_steps": round(float(np.median(self.errors)), 2) if self.errors else None,
+            "median_error_fraction_of_run": round(float(np.median(self.rel_errors)), 5) if self.errors else None,
+            "mean_seconds_per_curve": round(self.seconds / max(self.curves, 1), 5),
+        }
+
+
+def accuracy_suite(args: argparse.Namespace) -> dict:
+    rng = np.random.default_rng(args.seed)
+    lengths = [200, 1000, 5000] if args.small else [200, 1000, 5000, 20_000]
+    detectors = {
+        "phasetrain (window=None)": (phasetrain_detector(None), math.inf),
+        "phasetrain (window=50)": (phasetrain_detector(50), math.inf),
+        "phasetrain (window=100)": (phasetrain_detector(100), math.inf),
+        "ruptures PELT (BIC)": (ruptures_detector("pelt"), args.pelt_max),
+        "ruptures Binseg (BIC)": (ruptures_detector("binseg"), args.ruptures_max),
+        "ruptures Window (BIC)": (ruptures_detector("window"), args.ruptures_max),
+    }
+    overall = {name: Score() for name in detectors}
+    capped = {name: Score() for name in detectors}  # only curves every detector ran on
+    cap = min(limit for _, limit in detectors.values())
+    for i in range(args.curves):
+        curve = make_curve(rng, int(lengths[i % len(lengths)]))
+        for name, (run, limit) in detectors.items():
+            if curve.steps.size > limit:
+                continue
+            start = time.perf_counter()
+            found = run(curve)
+            seconds = time.perf_counter() - start
+            overall[name].add(curve, found, seconds)
+            if curve.steps.size <= cap:
+                capped[name].add(curve, found, seconds)
+    return {
+        "all_curves_each_detector_ran_on": {k: v.summary() for k, v in overall.items()},
+        f"curves_up_to_{cap}_points_all_detectors": {k: v.summary() for k, v in capped.items()},
+        "lengths": lengths,
+    }
+
+
+def runtime_suite(args: argparse.Namespace) -> list[dict]:
+    rng = np.random.default_rng(args.seed + 1)
+    lengths = [1_000, 10_000, 100_000] + ([] if args.small else [1_000_000])
+    rows = []
+    for n in lengths:
+        t = np.arange(1, n + 1)
+        y = 2.5 * (t / 10 + 1) ** -0.5 * np.where(t > n // 2, 0.5, 1.0) * np.exp(rng.normal(0, 0.05, n))
+        row = {"points": n}
+        for label, window in [("window=None", None), ("window=100", 100)]:
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                detect_transitions(y, t, window)
+                times.append(time.perf_counter() - start)
+            row[f"phasetrain {label} s"] = round(min(times), 4)
+        if n <= args.pelt_max:
+            start = time.perf_counter()
+            ruptures_detector("pelt")(SyntheticCurve("loss", t, y, [], []))
+            row["ruptures PELT s"] = round(time.perf_counter() - start, 4)
+        if n <= args.ruptures_max:
+            for name in ("binseg", "window"):
+                start = time.perf_counter()
+                ruptures_detector(name)(SyntheticCurve("loss", t, y, [], []))
+                row[f"ruptures {name} s"] = round(time.perf_counter() - start, 4)
+        rows.append(row)
+    return rows
+
+
+def print_table(title: str, rows: dict) -> None:
+    print(f"\n{title}")
+    head = f"{'detector':28s} {'curves':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'FP/free':>8s} {'err(steps)':>10s} {'err(run)':>9s} {'s/curve':>8s}"
+    print(head)
+    for name, s in rows.items():
+        print(
+            f"{name:28s} {s['curves']:6d} {s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f} "
+            f"{s['false_positives_per_free_curve']:8.3f} {str(s['median_error_steps']):>10s} "
+            f"{str(s['median_error_fraction_of_run']):>9s} {s['mean_seconds_per_curve']:8.4f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="fewer, shorter curves (for CI)")
+    parser.add_argument("--curves", type=int, default=None, help="number of curves (default 400, 60 with --small)")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--ruptures-max", type=int, default=5000, help="longest curve given to Binseg and Window")
+    parser.add_argument("--pelt-max", type=int, default=1000, help="longest curve given to PELT")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.curves is None:
+        args.curves = 60 if args.small else 400
+    accuracy = accuracy_suite(args)
+    for title, rows in accuracy.items():
+        if isinstance(rows, dict):
+            print_table(title.replace("_", " "), rows)
+    runtime = runtime_suite(args)
+    print("\nruntime (s, best of 3 for phasetrain; power-law loss with one drop)")
+    for row in runtime:
+        print("  ".join(f"{k}={v}" for k, v in row.items()))
+    result = {
+        "benchmark": "detection",
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "tolerance": "max(transition width 10-90%, 1% of the run, 2 recording intervals)",
+        "accuracy": accuracy,
+        "runtime": runtime,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
