@@ -11,6 +11,7 @@ produce numbers, `MetricHistory` stores them, callbacks react, `checkpoint` pers
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -99,6 +100,7 @@ class PhaseTransitionTrainer:
 
         self.device = as_device(device)
         self.model = model.to(self.device)
+        self._params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer, self.loss_fn, self.scheduler = optimizer, loss_fn, scheduler
         self.track_gradients, self.track_hessian = bool(track_gradients), bool(track_hessian)
         self.hessian_method, self.hessian_freq = hessian_method, hessian_freq
@@ -301,16 +303,16 @@ class PhaseTransitionTrainer:
         """The pre-clipping global gradient norm (clip_grad_norm_ returns it), or None when neither
         tracked nor clipped."""
         if self.gradient_clip is not None:
-            return nn.utils.clip_grad_norm_(self.model.parameters(), self.gradient_clip)
+            return nn.utils.clip_grad_norm_(self._params, self.gradient_clip)
         if self.track_gradients:
-            return global_grad_norm(self.model)
+            return global_grad_norm(self._params)
         return None
 
     def _finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, step: int) -> bool:
         """Apply the `on_nonfinite` policy; True when the update may go ahead. One host sync.
         Checks the loss, and the gradient norm when it is computed (tracked or clipped)."""
         check_value = loss.detach() if grad_norm is None else loss.detach() + grad_norm
-        if bool(torch.isfinite(check_value)):
+        if math.isfinite(check_value.item()):
             return True
         if self.on_nonfinite == "skip":
             self.state.nonfinite_skipped += 1
@@ -325,16 +327,19 @@ class PhaseTransitionTrainer:
         return False
 
     def _correct(self, outputs: Any, targets: Any) -> torch.Tensor | None:
+        """Correct predictions in a batch, counted in samples (0-d tensor), or None when undefined."""
+        if self.accuracy_fn is None and targets.dim() == 1 and is_classification(outputs, targets):
+            return correct_count(outputs, targets)
         accuracy = self._batch_accuracy(outputs, targets)
         return None if accuracy is None else accuracy * _batch_size(targets)
 
     def _batch_accuracy(self, outputs: Any, targets: Any) -> torch.Tensor | None:
         """Fraction correct in a batch as a 0-d tensor (no sync), or None when undefined."""
-        with torch.no_grad():
-            if self.accuracy_fn is not None:
+        if self.accuracy_fn is not None:
+            with torch.no_grad():
                 return torch.as_tensor(self.accuracy_fn(outputs, targets), dtype=torch.float64)
-            if is_classification(outputs, targets):
-                return correct_count(outputs, targets).double() / targets.numel()
+        if is_classification(outputs, targets):
+            return correct_count(outputs, targets) / targets.numel()
         return None
 
     def _log_train_record(self, step: int, bar: Any) -> None:

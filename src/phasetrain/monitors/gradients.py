@@ -19,5 +19,4 @@ def global_grad_norm(parameters: nn.Module | Iterable[torch.Tensor]) -> torch.Te
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    norms = torch._foreach_norm(grads)
-    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
