@@ -5,6 +5,7 @@ while the curve is being recorded; `detect_in_history` reads a metric from a Met
 """
 from phasetrain.detect.history import detect_in_history
 from phasetrain.detect.offline import Thresholds, detect_transitions
+from phasetrain.detect.online import OnlineDetector
 from phasetrain.detect.transition import Transition
 
-__all__ = ["Thresholds", "Transition", "detect_in_history", "detect_transitions"]
+__all__ = ["OnlineDetector", "Thresholds", "Transition", "detect_in_history", "detect_transitions"]

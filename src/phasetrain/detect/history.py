@@ -12,6 +12,7 @@ def detect_in_history(
     window_size: float | None = None,
     *,
     scale: str = "auto",
+    max_window: float | None = None,
     thresholds: Thresholds = Thresholds(),
 ) -> list[Transition]:
     """Transitions of `metric` (recorded steps and values) with `metric` filled in.
@@ -21,6 +22,7 @@ def detect_in_history(
     if metric not in history:
         raise KeyError(unknown_metric_message(metric, history.names()))
     found = detect_transitions(
-        history.values(metric), history.steps(metric), window_size, scale=scale, thresholds=thresholds
+        history.values(metric), history.steps(metric), window_size,
+        scale=scale, max_window=max_window, thresholds=thresholds,
     )
     return [tr.with_metric(metric) for tr in found]

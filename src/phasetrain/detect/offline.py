@@ -56,6 +56,7 @@ def detect_transitions(
     window_size: float | None = None,
     *,
     scale: str = "auto",
+    max_window: float | None = None,
     thresholds: Thresholds = Thresholds(),
 ) -> list[Transition]:
     """Find the abrupt changes of a 1-D training curve, sorted by step.
@@ -68,18 +69,23 @@ def detect_transitions(
     about the gap and is fast against the trend on both sides. Windows hold at least 3
     records, so on sparse curves the smallest window is 3 recording intervals; a window_size
     above 1/8 of the curve's span is reduced to that. None: 2% of the span (at least 8
-    intervals). Spikes of up to 3 records are removed before fitting. scale: "log" analyses log(values) (losses spanning
+    intervals). max_window (steps): the largest window (so transitions up to about that
+    long are found); None: as large as the curve allows. Spikes of up to 3 records are
+    removed before fitting. scale: "log" analyses log(values) (losses spanning
     decades), "auto" picks log for positive curves whose values span a factor >= 10.
     Curves with fewer than 8 finite points return [].
     """
     window = check_window_size(window_size)
+    max_window = check_window_size(max_window, "max_window")
     if not isinstance(thresholds, Thresholds):
         raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
     curve = prepare_curve(values, steps, scale)
-    return detect_in_curve(curve, window, thresholds)
+    return detect_in_curve(curve, window, max_window, thresholds)
 
 
-def detect_in_curve(curve: Curve, window: float | None, thresholds: Thresholds) -> list[Transition]:
+def detect_in_curve(
+    curve: Curve, window: float | None, max_window: float | None, thresholds: Thresholds
+) -> list[Transition]:
     """`detect_transitions` on a prepared curve."""
     t, y = curve.t, curve.y
     if t.size < MIN_CURVE_POINTS:
@@ -90,21 +96,35 @@ def detect_in_curve(curve: Curve, window: float | None, thresholds: Thresholds) 
         return []
     var = np.maximum(noise_variance(t, y), (1e-9 * value_range) ** 2)
     candidates = []
-    for scan in scans(t, smooth, var, window):
+    for scan in scans(t, smooth, var, window, max_window):
         candidates.extend(scale_candidates(scan, value_range, thresholds))
-    integer_steps = bool(np.all(t == np.round(t)))
+    chosen = select(curve, smooth, candidates, [])
+    return sorted((found for _, found in chosen), key=lambda tr: tr.step)
+
+
+def select(
+    curve: Curve, smooth: np.ndarray, candidates: list[Candidate], prior: list[tuple[float, float]]
+) -> list[tuple[Candidate, Transition]]:
+    """Turn candidates (finest scale first, strongest first within a scale) into transitions.
+
+    A candidate within the reach of an accepted one (or of a `prior` (step, reach) pair) is
+    the same change seen again and is dropped; the finest scale wins, which keeps close
+    transitions apart. Each accepted one is then measured at the scale that sees all of it.
+    """
+    integer_steps = bool(np.all(curve.t == np.round(curve.t)))
+    taken = list(prior)
     accepted: list[tuple[Candidate, Transition]] = []
-    for cand in candidates:  # finest scale first, strongest first within a scale
-        if any(abs(cand.step - prev.step) <= max(cand.reach, prev.reach) for prev, _ in accepted):
+    for cand in candidates:
+        if any(abs(cand.step - step) <= max(cand.reach, reach) for step, reach in taken):
             continue
         found = describe(curve, smooth, cand, integer_steps)
         if found is not None:
             accepted.append((cand, found))
-    others = [cand.step for cand, _ in accepted]
-    return sorted(
-        (widest(curve, smooth, cand, found, candidates, others, integer_steps) for cand, found in accepted),
-        key=lambda tr: tr.step,
-    )
+            taken.append((cand.step, cand.reach))
+    others = [step for step, _ in taken]
+    return [
+        (cand, widest(curve, smooth, cand, found, candidates, others, integer_steps)) for cand, found in accepted
+    ]
 
 
 def widest(
@@ -143,26 +163,41 @@ def widest(
     return found
 
 
-def scans(t: np.ndarray, y: np.ndarray, var: np.ndarray, window: float | None):
-    """Scans at window sizes h0, 2 h0, 4 h0, ... until the windows no longer fit the curve."""
+def geometries(window: float, spacing: float, span: float, n: int, max_window: float) -> list[Geometry]:
+    """Scale layouts for windows h0, 2 h0, 4 h0, ... <= max(max_window, h0), finest first.
+
+    h0 = window, at least MIN_SIDE_POINTS recording intervals. `span` and `n` (steps and
+    points of the curve) only bound the number of bins.
+    """
+    h = max(window, MIN_SIDE_POINTS * spacing)
+    layouts: list[Geometry] = []
+    while not layouts or h <= max_window:
+        geo = geometry(h, spacing, span, n, MIN_SIDE_POINTS)
+        if not layouts or geo != layouts[-1]:
+            layouts.append(geo)
+        h *= 2
+    return layouts
+
+
+def scans(t: np.ndarray, y: np.ndarray, var: np.ndarray, window: float | None, max_window: float | None):
+    """Scans at every scale whose windows fit the curve (see `geometries`)."""
     span = float(t[-1] - t[0])
     spacing = float(np.median(np.diff(t)))
-    h = window if window is not None else max(span * DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS * spacing)
-    h = max(min(h, span / MAX_WINDOW_SPANS), MIN_SIDE_POINTS * spacing)
-    previous: Geometry | None = None
-    while True:
-        geo = geometry(h, spacing, span, t.size, MIN_SIDE_POINTS)
-        if geo != previous:
-            scan = scan_scale(t, y, var, geo, MIN_SIDE_POINTS)
-            if scan is None:
-                return
-            yield scan
-            previous = geo
-        h *= 2
+    if window is None:
+        window = max(span * DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS * spacing)
+    window = min(window, span / MAX_WINDOW_SPANS)
+    for geo in geometries(window, spacing, span, t.size, span if max_window is None else max_window):
+        scan = scan_scale(t, y, var, geo, MIN_SIDE_POINTS)
+        if scan is None:
+            return
+        yield scan
 
 
-def scale_candidates(scan: ScaleScan, value_range: float, th: Thresholds) -> list[Candidate]:
-    """The strongest centre of each run of centres that clear all thresholds, strongest first."""
+def scale_candidates(
+    scan: ScaleScan, value_range: float, th: Thresholds, eligible: np.ndarray | None = None
+) -> list[Candidate]:
+    """The strongest centre of each run of centres that clear all thresholds (and are
+    `eligible`, a mask over the centres, when given), strongest first."""
     jump = np.abs(scan.jump)
     score = jump / np.maximum(scan.se, 1e-12 * value_range)
     ok = (
@@ -172,6 +207,8 @@ def scale_candidates(scan: ScaleScan, value_range: float, th: Thresholds) -> lis
         & (jump >= th.min_abruptness * scan.trend)
         & (jump >= th.min_effect * scan.scatter)
     )
+    if eligible is not None:
+        ok &= eligible
     idx = np.flatnonzero(ok)
     if idx.size == 0:
         return []

@@ -29,14 +29,16 @@ def median7(y: np.ndarray) -> np.ndarray:
     return lanes[3]
 
 
-def noise_variance(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+def noise_variance(t: np.ndarray, y: np.ndarray, offset: int = 0) -> np.ndarray:
     """Per-point variance of the noise around the local trend, shape (n,).
 
     Uses the residual of each point from the straight line through its two neighbours
     (exact for linear trends, any step spacing), scaled to the noise sigma, then a robust
     scale (MAD) per block of NOISE_BLOCK points, smoothed by a median over neighbouring
     blocks so one transition cannot inflate its block. Heteroscedastic noise (noise that
-    shrinks as the loss does) gets its own level per block.
+    shrinks as the loss does) gets its own level per block. `offset` is the index of y[0] in
+    the whole curve: blocks are aligned to it, so a window of a longer curve gets the same
+    blocks as the curve (a partial block at either end uses its NOISE_BLOCK nearest residuals).
     """
     n = y.size
     if n < 3:
@@ -44,16 +46,28 @@ def noise_variance(t: np.ndarray, y: np.ndarray) -> np.ndarray:
     dt_left, dt_right = t[1:-1] - t[:-2], t[2:] - t[1:-1]
     w_left = dt_right / (dt_left + dt_right)
     w_right = 1.0 - w_left
-    residual = y[1:-1] - (w_left * y[:-2] + w_right * y[2:])
-    residual = np.abs(residual) / np.sqrt(1.0 + w_left**2 + w_right**2)
-    size = min(NOISE_BLOCK, residual.size)
-    blocks = residual.size // size
-    chunks = residual[: blocks * size].reshape(blocks, size)
-    sigma = MAD_TO_SIGMA * np.median(chunks, axis=1)
-    fallback = MEAN_ABS_TO_SIGMA * chunks.mean(axis=1)  # quantised values can have MAD = 0
-    sigma = np.where(sigma > 0, sigma, fallback)
-    if blocks >= 3:
+    residual = np.abs(y[1:-1] - (w_left * y[:-2] + w_right * y[2:])) / np.sqrt(1.0 + w_left**2 + w_right**2)
+    size = NOISE_BLOCK
+    head = min((-offset) % size, residual.size)
+    full = (residual.size - head) // size
+    tail = residual.size - head - full * size
+    chunks = [residual[:size]] if head else []
+    sigma = [block_sigma(residual[head : head + full * size].reshape(full, size))]
+    if tail:
+        sigma.append(block_sigma(residual[-size:][None, :]))
+    if head:
+        sigma.insert(0, block_sigma(chunks[0][None, :]))
+    sigma = np.concatenate(sigma)
+    if sigma.size >= 3:
         padded = np.pad(sigma, 1, mode="edge")
         sigma = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
-    block_of_point = np.minimum((np.arange(n) - 1).clip(0) // size, blocks - 1)
-    return sigma[block_of_point] ** 2
+    r = np.clip(np.arange(n) - 1, 0, residual.size - 1)
+    block = np.where(r < head, 0, (r - head) // size + (1 if head else 0))
+    return sigma[np.minimum(block, sigma.size - 1)] ** 2
+
+
+def block_sigma(chunks: np.ndarray) -> np.ndarray:
+    """Robust sigma of each row of absolute residuals, shape (blocks,)."""
+    sigma = MAD_TO_SIGMA * np.median(chunks, axis=1)
+    fallback = MEAN_ABS_TO_SIGMA * chunks.mean(axis=1)  # quantised values can have MAD = 0
+    return np.where(sigma > 0, sigma, fallback)

@@ -80,9 +80,16 @@ def _prefix(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def scan_scale(t: np.ndarray, y: np.ndarray, var: np.ndarray, geo: Geometry, min_points: int) -> ScaleScan | None:
-    """Fit both sides at every centre bin of scale `geo`; None if the curve is too short."""
-    t0 = float(t[0])
+def scan_scale(
+    t: np.ndarray, y: np.ndarray, var: np.ndarray, geo: Geometry, min_points: int, origin: float | None = None
+) -> ScaleScan | None:
+    """Fit both sides at every centre bin of scale `geo`; None if the curve is too short.
+
+    Bins are aligned to `origin` (default t[0]), so a part of a longer curve is binned as
+    the whole curve would be.
+    """
+    origin = float(t[0]) if origin is None else origin
+    t0 = origin + np.floor((t[0] - origin) / geo.delta) * geo.delta
     k = ((t - t0) / geo.delta).astype(np.int64)
     bins = int(k[-1]) + 1
     reach = geo.gap + geo.side

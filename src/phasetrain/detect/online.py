@@ -1,0 +1,223 @@
+"""Online detection: the offline detector run incrementally while a curve is recorded."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from phasetrain.detect.offline import (
+    MIN_SIDE_POINTS,
+    Candidate,
+    Thresholds,
+    geometries,
+    scale_candidates,
+    select,
+)
+from phasetrain.detect.prepare import AUTO_LOG_RATIO, Curve, check_scale, check_window_size
+from phasetrain.detect.robust import NOISE_BLOCK, median7, noise_variance
+from phasetrain.detect.scan import scan_scale
+from phasetrain.detect.transition import Transition
+
+WARMUP = 32  # records that fix the recording interval (and the scale, for scale="auto")
+MARGIN = 2 * NOISE_BLOCK + 8  # extra records kept so that filters and noise blocks match offline
+STATE_VERSION = 1
+
+
+class OnlineDetector:
+    """Finds the transitions of a curve as it is recorded, one `update(step, value)` at a time.
+
+    It runs the offline detector's scales (window_size, 2*window_size, ... up to max_window,
+    default 8*window_size) on a buffer that holds only the last few windows, every
+    `check_every` records, so an update costs amortised O(window) and never rescans the
+    history. A transition is reported once the after-window of the finest scale that sees it
+    is complete and 3 more records (for the spike filter) have arrived: at most about
+    1.5 * window + check_every records after it completes for a sharp change, and at most
+    1.5 * max_window + check_every records for the widest ones. Up to that delay it reports
+    what `detect_transitions(..., max_window=max_window)` reports on the same curve, except
+    that the range test uses the range seen so far. Non-finite values (and values <= 0 on a
+    log scale) are ignored. scale="auto" picks log when the first 32 finite values are
+    positive and span a factor >= 10; pass scale="log" or "linear" to be certain.
+    """
+
+    def __init__(
+        self,
+        window_size: float,
+        *,
+        max_window: float | None = None,
+        scale: str = "auto",
+        thresholds: Thresholds = Thresholds(),
+        check_every: int | None = None,
+        metric: str | None = None,
+    ) -> None:
+        window = check_window_size(window_size)
+        if window is None:
+            raise ValueError("window_size must be a positive number of steps for online detection, got None")
+        self.window_size = window
+        self.max_window = check_window_size(max_window, "max_window") or 8 * window
+        self.scale = check_scale(scale)
+        if not isinstance(thresholds, Thresholds):
+            raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+        self.thresholds = thresholds
+        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1):
+            raise ValueError(f"check_every must be a positive int or None, got {check_every!r}")
+        self.check_every = check_every
+        self.metric = metric
+        self._reset()
+
+    def _reset(self) -> None:
+        self._t: list[float] = []
+        self._y: list[float] = []
+        self._offset = 0  # index in the whole (finite) curve of self._t[0]
+        self._log: bool | None = None if self.scale == "auto" else self.scale == "log"
+        self._spacing: float | None = None
+        self._origin: float | None = None
+        self._last_step: float | None = None
+        self._done: list[float | None] = []
+        self._taken: list[list[float]] = []  # [step, reach] of accepted transitions still in reach
+        self._low = math.inf
+        self._high = -math.inf
+        self._ranged = 0  # records (from the curve's start) already in the running range
+        self._since_check = 0
+
+    def update(self, step: float, value: float) -> list[Transition]:
+        """Add the record (step, value); return the transitions it confirms (usually [])."""
+        step = float(step)
+        if not math.isfinite(step):
+            raise ValueError(f"step must be finite, got {step!r}")
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(f"steps must be strictly increasing, got step {step:g} after {self._last_step:g}")
+        self._last_step = step
+        value = float(value)
+        if not math.isfinite(value):
+            return []
+        self._t.append(step)
+        self._y.append(value)
+        if self._spacing is None:
+            if len(self._t) < WARMUP:
+                return []
+            self._start()
+        elif self._log:
+            if value <= 0:
+                self._t.pop()
+                self._y.pop()
+                return []
+            self._y[-1] = math.log(value)
+        self._since_check += 1
+        if self._since_check < self._every:
+            return []
+        self._since_check = 0
+        return self._check()
+
+    def _start(self) -> None:
+        """After WARMUP records: fix the scale, the recording interval and the scales."""
+        y = np.asarray(self._y)
+        if self._log is None:
+            low, high = np.percentile(y, [1.0, 99.0]) if y.min() > 0 else (0.0, 0.0)
+            self._log = bool(y.min() > 0 and high >= AUTO_LOG_RATIO * low)
+        if self._log:
+            keep = y > 0
+            self._t = [s for s, k in zip(self._t, keep) if k]
+            self._y = np.log(y[keep]).tolist()
+        self._spacing = float(np.median(np.diff(self._t))) if len(self._t) > 1 else 1.0
+        self._origin = self._t[0]
+        self._done = [None] * len(self._layouts)
+
+    @property
+    def _layouts(self):
+        return geometries(self.window_size, self._spacing, 0.0, 0, self.max_window)
+
+    @property
+    def _every(self) -> int:
+        if self.check_every is not None:
+            return self.check_every
+        finest = self._layouts[0]
+        return max(1, int(finest.side * finest.delta / self._spacing) // 2)
+
+    def _check(self) -> list[Transition]:
+        t, y = np.asarray(self._t), np.asarray(self._y)
+        if t.size < 2 * MIN_SIDE_POINTS + 2:
+            return []
+        smooth = median7(y)
+        final = t.size - 3  # the filter output of the last 3 records is not final yet
+        if final > self._ranged - self._offset:
+            fresh = smooth[max(self._ranged - self._offset, 0) : final]
+            self._low, self._high = min(self._low, fresh.min()), max(self._high, fresh.max())
+            self._ranged = self._offset + final
+        value_range = self._high - self._low
+        if not value_range > 0:
+            return []
+        var = np.maximum(noise_variance(t, y, self._offset), (1e-9 * value_range) ** 2)
+        closed = t[final - 1]
+        candidates: list[Candidate] = []
+        for j, geo in enumerate(self._layouts):
+            scan = scan_scale(t, smooth, var, geo, MIN_SIDE_POINTS, origin=self._origin)
+            if scan is None:
+                continue
+            centre_steps = scan.centre_step(np.arange(scan.centre.size))
+            right_edge = scan.t0 + (scan.centre + geo.gap + geo.side + 1) * geo.delta
+            eligible = right_edge <= closed
+            if self._offset > 0:
+                eligible &= centre_steps - geo.reach >= t[min(MARGIN, t.size - 1)]
+            if self._done[j] is not None:
+                eligible &= centre_steps > self._done[j]
+            if eligible.any():
+                self._done[j] = float(centre_steps[eligible].max())
+            candidates.extend(scale_candidates(scan, value_range, self.thresholds, eligible))
+        curve = Curve(t=t, y=y, log=bool(self._log))
+        prior = [(s, r) for s, r in self._taken]
+        chosen = select(curve, smooth, candidates, prior)
+        self._taken += [[cand.step, cand.reach] for cand, _ in chosen]
+        self._trim()
+        found = sorted((tr for _, tr in chosen), key=lambda tr: tr.step)
+        return [tr.with_metric(self.metric) for tr in found]
+
+    def _trim(self) -> None:
+        """Drop records no window can reach any more (amortised: only when twice as many)."""
+        reach = self._layouts[-1].reach
+        now = self._t[-1]
+        self._taken = [pair for pair in self._taken if pair[0] >= now - 4 * reach]
+        keep = int(np.searchsorted(self._t, now - 3 * reach - 4 * self._spacing)) - MARGIN
+        if keep > len(self._t) // 2 and keep > MARGIN:
+            del self._t[:keep], self._y[:keep]
+            self._offset += keep
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume, as plain ints, floats, strings, lists and None."""
+        return {
+            "version": STATE_VERSION,
+            "window_size": self.window_size,
+            "max_window": self.max_window,
+            "scale": self.scale,
+            "t": list(self._t),
+            "y": list(self._y),
+            "offset": self._offset,
+            "log": self._log,
+            "spacing": self._spacing,
+            "origin": self._origin,
+            "last_step": self._last_step,
+            "done": list(self._done),
+            "taken": [list(pair) for pair in self._taken],
+            "low": self._low if math.isfinite(self._low) else None,
+            "high": self._high if math.isfinite(self._high) else None,
+            "ranged": self._ranged,
+            "since_check": self._since_check,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state_dict()` of a detector built with the same window_size,
+        max_window and scale (a mismatch raises ValueError)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state version must be {STATE_VERSION}, got {state.get('version')!r}")
+        for key in ("window_size", "max_window", "scale"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"state has {key}={state[key]!r} but this detector has {getattr(self, key)!r}")
+        self._t, self._y = [float(v) for v in state["t"]], [float(v) for v in state["y"]]
+        self._offset, self._ranged = int(state["offset"]), int(state["ranged"])
+        self._log, self._spacing, self._origin = state["log"], state["spacing"], state["origin"]
+        self._last_step = state["last_step"]
+        self._done = list(state["done"])
+        self._taken = [[float(s), float(r)] for s, r in state["taken"]]
+        self._low = math.inf if state["low"] is None else float(state["low"])
+        self._high = -math.inf if state["high"] is None else float(state["high"])
+        self._since_check = int(state["since_check"])
