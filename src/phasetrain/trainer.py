@@ -75,6 +75,8 @@ class PhaseTransitionTrainer:
         progress_bar: bool | None = None,
         keep_last_checkpoints: int | None = None,
         on_nonfinite: str = "stop",
+        hessian_k: int = 3,
+        hessian_batches: Sequence[tuple[Any, Any]] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -92,6 +94,7 @@ class PhaseTransitionTrainer:
         check.check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
         check.check_int("keep_last_checkpoints", keep_last_checkpoints, allow_none=True)
         check.check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+        check.check_int("hessian_k", hessian_k)
         if scheduler is not None and not hasattr(scheduler, "step"):
             raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object with .step(), got {scheduler!r}")
         if accuracy_fn is not None and not callable(accuracy_fn):
@@ -115,7 +118,8 @@ class PhaseTransitionTrainer:
         if self.track_hessian:
             from phasetrain.monitors.hessian import HessianMonitor
 
-            self.monitors.append(HessianMonitor(method=hessian_method, freq=hessian_freq))
+            self.monitors.append(HessianMonitor(method=hessian_method, freq=hessian_freq, k=hessian_k,
+                                                batches=hessian_batches))
         self._prepare_log_dir()
         self._loggers = make_loggers(loggers, self.log_dir)
         self.history = MetricHistory()
