@@ -12,11 +12,11 @@ import numpy as np
 
 from phasetrain.history import MetricHistory
 
-# Metrics whose transitions the summary reports, when they were recorded.
-SUMMARY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "hessian_eig_1", "hessian_diag_mean", "hessian_trace")
+# Metrics whose transitions the summary reports and the trainer watches online, when recorded.
+KEY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "hessian_eig_1", "hessian_diag_mean", "hessian_trace")
 
 
-def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = SUMMARY_METRICS,
+def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = KEY_METRICS,
                           window_size: int | None = None) -> dict[str, list[dict[str, Any]]]:
     """{metric: [transition dicts]} for each of `metrics` present in `history`."""
     from phasetrain.detect import detect_transitions

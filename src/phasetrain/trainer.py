@@ -36,7 +36,8 @@ from phasetrain.rng import capture_rng_state, loader_generators, restore_rng_sta
 from phasetrain.run_state import RunState
 from phasetrain.batches import as_device, check_loader, move_to_device, split_batch
 from phasetrain.evaluate import validation_pass
-from phasetrain.summary import training_summary
+from phasetrain.summary import KEY_METRICS, training_summary
+from phasetrain.watch import TransitionWatcher
 
 HESSIAN_METHODS = ("diagonal", "eigenvalues")
 SCHEDULER_INTERVALS = ("epoch", "step")
@@ -77,6 +78,8 @@ class PhaseTransitionTrainer:
         on_nonfinite: str = "stop",
         hessian_k: int = 3,
         hessian_batches: Sequence[tuple[Any, Any]] | None = None,
+        watch_metrics: Sequence[str] = KEY_METRICS,
+        watch_window: int = 100,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -95,6 +98,9 @@ class PhaseTransitionTrainer:
         check.check_int("keep_last_checkpoints", keep_last_checkpoints, allow_none=True)
         check.check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         check.check_int("hessian_k", hessian_k)
+        check.check_int("watch_window", watch_window)
+        if isinstance(watch_metrics, str) or not all(isinstance(m, str) for m in watch_metrics):
+            raise TypeError(f"watch_metrics must be a sequence of metric names, got {watch_metrics!r}")
         if scheduler is not None and not hasattr(scheduler, "step"):
             raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object with .step(), got {scheduler!r}")
         if accuracy_fn is not None and not callable(accuracy_fn):
@@ -123,6 +129,7 @@ class PhaseTransitionTrainer:
         self._prepare_log_dir()
         self._loggers = make_loggers(loggers, self.log_dir)
         self.history = MetricHistory()
+        self.watcher = TransitionWatcher(watch_metrics, watch_window)
         self.state = RunState()
         self.should_stop = False
         self._metrics_written_at = 0.0
@@ -360,6 +367,9 @@ class PhaseTransitionTrainer:
         self.history.log(step, metrics)
         for sink in self._loggers:
             sink.log(step, metrics)
+        for transition in self.watcher.observe(step, metrics):
+            for callback in getattr(self, "_callbacks", ()):
+                callback.on_phase_transition(self, transition)
 
     def _step_epoch_scheduler(self, monitored: float | None) -> None:
         if self.scheduler is None or self.scheduler_interval != "epoch":
@@ -389,6 +399,7 @@ class PhaseTransitionTrainer:
             "rng_epoch_start": self._rng_epoch_start,
             "callbacks": [c.state_dict() for c in self._callbacks],
             "monitors": [m.state_dict() for m in self.monitors],
+            "watcher": self.watcher.state_dict(),
         }
 
     def _save(self, name: str) -> None:
@@ -411,6 +422,7 @@ class PhaseTransitionTrainer:
             callback.load_state_dict(state)
         for monitor, state in zip(self.monitors, checkpoint["monitors"]):
             monitor.load_state_dict(state)
+        self.watcher.load_state_dict(checkpoint["watcher"])
         self._resume_rng = (checkpoint["rng_epoch_start"], checkpoint["rng"])
 
     def _epoch_batches(self, loader: Iterable) -> Iterable:

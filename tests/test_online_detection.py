@@ -1,0 +1,67 @@
+"""Online detection inside the loop: `on_phase_transition` fires within a bounded delay."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn, optim
+
+from phasetrain import Callback, Monitor, PhaseTransitionTrainer
+from phasetrain.detect import detect_transitions
+from phasetrain.watch import TransitionWatcher
+from tests.conftest import make_mlp
+
+
+class ScriptedProbe(Monitor):
+    """Emits `probe`: 0.1 with small noise, jumping to 0.9 at step `jump` (a known transition)."""
+
+    def __init__(self, jump: int) -> None:
+        self.freq, self.jump = 1, jump
+        self.rng = np.random.default_rng(0)
+
+    def compute(self, ctx):
+        level = 0.9 if ctx.step >= self.jump else 0.1
+        return {"probe": level + 0.01 * float(self.rng.standard_normal())}
+
+
+class Seen(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_phase_transition(self, trainer, transition):
+        self.events.append((trainer.state.step, transition))
+
+
+def test_transition_fires_once_within_bounded_delay(tmp_path):
+    data = [(torch.randn(8, 8), torch.randint(0, 3, (8,))) for _ in range(50)]
+    model = make_mlp()
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.01), nn.CrossEntropyLoss(),
+                                     log_dir=tmp_path, monitors=[ScriptedProbe(jump=300)], watch_metrics=("probe",),
+                                     watch_window=20, progress_bar=False, checkpoint_freq=None)
+    seen = Seen()
+    trainer.train(data, num_epochs=12, callbacks=[seen])  # 600 steps
+    assert len(seen.events) == 1
+    fired_at, transition = seen.events[0]
+    assert transition.metric == "probe" and transition.direction == "up"
+    assert abs(transition.step - 300) <= 2
+    assert fired_at - transition.end_step <= 1.5 * 8 * 20 + 20  # documented bound: 1.5 max_window + check interval
+    offline = detect_transitions(trainer.history.values("probe"), trainer.history.steps("probe"), window_size=20)
+    assert [t.step for t in offline] == [transition.step]
+
+
+def test_watcher_windows_follow_sparse_recording_and_state_round_trips():
+    watcher = TransitionWatcher(("val_acc",), window_size=10)
+    rng = np.random.default_rng(1)
+    steps = np.arange(100, 20001, 100)
+    values = np.where(steps >= 10000, 0.95, 0.05) + 0.01 * rng.standard_normal(steps.size)
+    found = []
+    for step, value in zip(steps[:120], values[:120]):
+        found += watcher.observe(int(step), {"val_acc": float(value)})
+    clone = TransitionWatcher(("val_acc",), window_size=10)
+    clone.load_state_dict(watcher.state_dict())
+    assert clone._detectors["val_acc"].window_size == 1000  # 10 records of 100 steps, not 10 steps
+    for step, value in zip(steps[120:], values[120:]):
+        a = watcher.observe(int(step), {"val_acc": float(value)})
+        b = clone.observe(int(step), {"val_acc": float(value)})
+        assert a == b
+        found += a
+    assert [t.step for t in found] == [10000]
