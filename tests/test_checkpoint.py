@@ -93,3 +93,15 @@ def test_latest_prefers_final_when_it_is_newest(tmp_path):
 def test_latest_with_nothing_valid(tmp_path):
     with pytest.raises(FileNotFoundError, match="no valid checkpoint"):
         latest_checkpoint(tmp_path)
+
+
+def test_symlinked_checkpoints_are_not_followed_out_of_the_run_folder(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    save_checkpoint(outside / "elsewhere.pt", {"step": 99})
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "checkpoint_step_5.pt", {"step": 5})
+    (run / "checkpoint_step_50.pt").symlink_to(outside / "elsewhere.pt")
+    path, checkpoint = latest_checkpoint(run)
+    assert path.name == "checkpoint_step_5.pt" and checkpoint["step"] == 5

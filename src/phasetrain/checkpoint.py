@@ -68,11 +68,14 @@ def checkpoint_path(log_dir: str | os.PathLike, step: int) -> Path:
 
 
 def step_checkpoints(log_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """The `checkpoint_step_*.pt` files directly in `log_dir`, as (step, path), oldest first."""
+    """The `checkpoint_step_*.pt` files directly in `log_dir`, as (step, path), oldest first.
+
+    Symbolic links are ignored, so a run folder never leads a resume or a prune outside itself.
+    """
     found = []
     for entry in Path(log_dir).iterdir() if Path(log_dir).is_dir() else ():
         match = CHECKPOINT_PATTERN.match(entry.name)
-        if match and entry.is_file():
+        if match and entry.is_file() and not entry.is_symlink():
             found.append((int(match.group(1)), entry))
     return sorted(found)
 

@@ -42,6 +42,10 @@ from phasetrain.watch import TransitionWatcher
 HESSIAN_METHODS = ("diagonal", "eigenvalues")
 SCHEDULER_INTERVALS = ("epoch", "step")
 NONFINITE_POLICIES = ("stop", "skip", "raise")
+# metrics.json is rewritten whole (O(records)); at epoch ends and from log_step it is rewritten at
+# most this often, so full-batch runs (an epoch per step) stay linear. Checkpoints, the end of
+# the run and exceptions always write it; metrics.jsonl streams every record as it comes.
+METRICS_REWRITE_INTERVAL_S = 5.0
 
 
 class PhaseTransitionTrainer:
@@ -221,12 +225,12 @@ class PhaseTransitionTrainer:
         """Record one step's figures from a hand-written loop (the seed's `_log_step`).
 
         Values may be floats or 0-d tensors. Streams to `metrics.jsonl` at once and rewrites
-        `metrics.json` at most every 10 s; call `save_metrics()` at the end of your loop.
+        `metrics.json` at most every METRICS_REWRITE_INTERVAL_S; call `save_metrics()` at the end.
         """
         record = {"train_loss": loss, "train_acc": acc, "grad_norm": grad_norm, "epoch": epoch, **metrics}
         self._record(step, {k: float(v) for k, v in record.items() if v is not None})
         self.state.step, self.state.epoch = max(self.state.step, step), epoch
-        if time.monotonic() - self._metrics_written_at > 10.0:
+        if time.monotonic() - self._metrics_written_at > METRICS_REWRITE_INTERVAL_S:
             self.save_metrics()
 
     _log_step = log_step
@@ -301,7 +305,8 @@ class PhaseTransitionTrainer:
             callback.on_epoch_end(self, epoch_metrics["epoch"], epoch_metrics)
         if self.should_stop and any(isinstance(c, EarlyStopping) for c in self._callbacks):
             self.state.stopped_early = True
-        self.save_metrics()
+        if time.monotonic() - self._metrics_written_at > METRICS_REWRITE_INTERVAL_S:
+            self.save_metrics()
 
     def _forward(self, inputs: Any) -> Any:
         if isinstance(inputs, dict):
@@ -329,7 +334,7 @@ class PhaseTransitionTrainer:
             self.state.nonfinite_skipped += 1
             self._record(step, {"nonfinite_skipped": self.state.nonfinite_skipped})
             return False
-        message = f"non-finite loss or gradient norm at step {step} (loss={float(loss):.4g})"
+        message = f"non-finite loss or gradient norm at step {step} (loss={float(loss.detach()):.4g})"
         self._save_step_checkpoint(self.state.step)
         self.save_metrics()
         if self.on_nonfinite == "raise":
