@@ -43,7 +43,9 @@ def test_top_k_hessian_eigenvalues_match_dense_to_1e_5(problem):
     assert result.converged
     torch.testing.assert_close(result.eigenvalues, exact, rtol=1e-5, atol=1e-10)
     vecs = result.eigenvectors
-    torch.testing.assert_close(H @ vecs, vecs * result.eigenvalues, rtol=0, atol=1e-6)
+    true_residuals = torch.linalg.vector_norm(H @ vecs - vecs * result.eigenvalues, dim=0)
+    torch.testing.assert_close(true_residuals, result.residuals, rtol=1e-4, atol=1e-12)
+    assert torch.all(true_residuals < 1e-4)
     torch.testing.assert_close(vecs.T @ vecs, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-10)
 
 
@@ -60,11 +62,13 @@ def test_clustered_top_eigenvalues_defeat_change_based_power_iteration_but_not_l
 
 def test_residuals_reported_are_the_true_residuals():
     a = _symmetric(_clustered())
-    result = lanczos(lambda v: a @ v, a.shape[0], 4, tol=1e-3, max_iter=200, dtype=torch.float64,
+    result = lanczos(lambda v: a @ v, a.shape[0], 4, tol=1e-4, max_iter=200, dtype=torch.float64,
                      generator=torch.Generator().manual_seed(2), return_eigenvectors=True)
     true = torch.linalg.vector_norm(a @ result.eigenvectors - result.eigenvectors * result.eigenvalues, dim=0)
     torch.testing.assert_close(result.residuals, true, rtol=1e-6, atol=1e-12)
-    assert torch.all(result.residuals <= 1e-3 * 1.0)
+    assert result.converged and torch.all(result.residuals <= 1e-4)
+    # tol (1e-4) below the cluster spacing (1e-3): each Ritz value is on its own eigenvalue.
+    assert torch.all((result.eigenvalues - torch.linalg.eigvalsh(a).flip(0)[:4]).abs() <= 1e-4)
 
 
 def test_largest_algebraic_versus_largest_magnitude_on_an_indefinite_operator():

@@ -66,6 +66,16 @@ def eos_ratio(sharpness: float, optimizer: torch.optim.Optimizer) -> float | Non
     return sharpness * lr_eff / (2.0 * (1.0 + beta))
 
 
+def warm_start_vector(vectors: Tensor, generator: torch.Generator, noise: float = 0.1) -> Tensor:
+    """A Lanczos start from the previous top eigenvectors (columns of `vectors`, shape (dim, k)).
+
+    Their normalised sum plus a random part of relative size `noise`, so that an eigenvalue that
+    has grown past them (orthogonal to all of them) is still found.
+    """
+    r = torch.randn(vectors.shape[0], generator=generator, device=vectors.device, dtype=vectors.dtype)
+    return vectors.sum(1) / vectors.shape[1] ** 0.5 + noise * r / r.norm()
+
+
 class HessianMonitor(Monitor):
     """Every `freq` steps, eigenvalues or diagonal statistics of the loss Hessian (module notes).
 
@@ -83,8 +93,8 @@ class HessianMonitor(Monitor):
         k: int = 3,
         batches: Sequence[Batch] | None = None,
         seed: int = 0,
-        tol: float = 1e-4,
-        max_iter: int = 100,
+        tol: float = 1e-3,
+        max_iter: int = 150,
         num_samples: int = 24,
         num_exact: int = 8,
     ) -> None:
@@ -162,11 +172,7 @@ class HessianMonitor(Monitor):
             raise ValueError(f"k={self.k} exceeds the number of trainable parameters {op.num_params}")
         v0 = None
         if self._vectors is not None and self._vectors.shape == (op.num_params, self.k):
-            # Warm start: the previous top eigenvectors, plus a random part so that a new, larger
-            # eigenvalue (orthogonal to the old vectors) is still found.
-            old = self._vectors.to(op.device, op.dtype)
-            noise = torch.randn(op.num_params, generator=self._generator, device=op.device, dtype=op.dtype)
-            v0 = old.sum(1) / self.k**0.5 + 0.1 * noise / noise.norm()
+            v0 = warm_start_vector(self._vectors.to(op.device, op.dtype), self._generator)
         result = lanczos(
             op.matvec, op.num_params, self.k, tol=self.tol, max_iter=min(self.max_iter, op.num_params),
             v0=v0, generator=self._generator, dtype=op.dtype, device=op.device,
