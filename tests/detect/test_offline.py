@@ -177,3 +177,22 @@ def test_tiny_wiggle_on_a_long_flat_curve_is_not_a_transition():
 def test_bad_input_is_rejected_naming_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
         detect_transitions(**kwargs)
+
+
+def test_thresholds_must_be_finite_and_non_negative():
+    with pytest.raises(ValueError, match="Thresholds.min_score must be a finite number >= 0, got -1"):
+        Thresholds(min_score=-1)
+    with pytest.raises(ValueError, match="min_effect"):
+        Thresholds(min_effect=float("nan"))
+    with pytest.raises(TypeError, match="thresholds must be a Thresholds"):
+        detect_transitions(np.zeros(20), thresholds={"min_score": 3})
+
+
+def test_lower_thresholds_find_a_weak_step_the_defaults_reject():
+    rng = np.random.default_rng(13)
+    t = np.arange(1, 401)
+    y = np.where(t > 200, 0.1, 0.0) + rng.normal(0, 0.1, t.size)  # a 1-sigma step
+    assert detect_transitions(y, t, 20, scale="linear") == []
+    loose = Thresholds(min_score=4, min_effect=0.5)
+    (tr,) = detect_transitions(y, t, 20, scale="linear", thresholds=loose)
+    assert abs(tr.step - 201) <= 15 and tr.direction == "up"

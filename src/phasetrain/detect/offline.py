@@ -32,6 +32,11 @@ class Thresholds:
     min_abruptness: float = 1.0
     min_effect: float = 2.0
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ValueError(f"Thresholds.{name} must be a finite number >= 0, got {value!r}")
+
 
 @dataclass(frozen=True)
 class Candidate:
