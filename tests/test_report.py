@@ -156,6 +156,14 @@ def test_build_figure_has_one_titled_axes_per_panel_on_log_steps_with_the_transi
     assert "val_acc ↑ 1,500" in figure.get_suptitle() and "grok" in figure.get_suptitle()
 
 
+def test_build_figure_merges_the_labels_of_close_same_direction_transitions_of_one_metric():
+    close = {"val_acc": [{"step": 1500, "direction": "up"}, {"step": 1560, "direction": "up"}, {"step": 40, "direction": "down"}]}
+    figure = build_figure(synthetic_history(), close)
+    accuracy = next(ax for ax in figure.axes if ax.get_title(loc="left") == "Accuracy")
+    assert sorted(text.get_text() for text in accuracy.texts) == ["val_acc ↑ 1,500, 1,560", "val_acc ↓ 40"]
+    assert "val_acc ↓ 40; val_acc ↑ 1,500, 1,560" in figure.get_suptitle()
+
+
 def test_build_figure_rejects_an_unknown_xscale_and_an_empty_history():
     with pytest.raises(ValueError, match="xscale"):
         build_figure(synthetic_history(), xscale="loglog")

@@ -59,8 +59,7 @@ class Marker:
     @property
     def label(self) -> str:
         """Short text beside the line, e.g. 'val_acc ↑ 2,150'."""
-        arrow = {"up": "↑", "down": "↓"}.get(self.direction, "")
-        return " ".join(part for part in (self.metric, arrow, format_step(self.step)) if part)
+        return _label_text(self.metric, self.direction, [self.step])
 
 
 def format_step(step: float) -> str:
@@ -257,7 +256,7 @@ def _draw_panel(ax: Any, history: MetricHistory, panel: Panel, colors: dict[str,
         style = "-o" if steps.size < 40 else "-"
         ax.plot(steps, values, style, color=colors[metric], label=metric, lw=1.3, ms=3)
     if panel.reference is not None:
-        ax.axhline(panel.reference, color="black", ls="--", lw=1, label=f"{panel.reference:g}")
+        ax.axhline(panel.reference, color="black", ls="--", lw=1, label=f"limit {panel.reference:g}")
     ax.set_yscale(panel.yscale)
     if panel.yscale == "log":
         _format_log_axis(ax.yaxis, history, panel.metrics)
@@ -282,19 +281,46 @@ def _draw_markers(ax: Any, markers: Sequence[Marker], colors: dict[str, str]) ->
 _LABEL_ROWS = (0.97, 0.03, 0.80, 0.20, 0.62, 0.38)
 """Candidate heights (axes fraction) of a transition label, in order of preference."""
 
+_MERGE_DISTANCE = 0.06
+"""Same-metric, same-direction transitions closer than this (axes fraction) share one label."""
+
+
+def _label_text(metric: str, direction: str, steps: Sequence[float]) -> str:
+    arrow = {"up": "↑", "down": "↓"}.get(direction, "")
+    return " ".join(part for part in (metric, arrow, ", ".join(format_step(s) for s in steps)) if part)
+
+
+def _label_groups(markers: Sequence[Marker], x_of: Callable[[float], float]) -> list[list[Marker]]:
+    """Primary markers in step order, runs of one metric and direction closer than
+    `_MERGE_DISTANCE` (in axes fraction, via `x_of`) merged so their labels do not pile up."""
+    groups: list[list[Marker]] = []
+    for marker in sorted((m for m in markers if m.primary), key=lambda m: m.step):
+        last = groups[-1][-1] if groups else None
+        if (
+            last is not None
+            and (last.metric, last.direction) == (marker.metric, marker.direction)
+            and x_of(marker.step) - x_of(last.step) < _MERGE_DISTANCE
+        ):
+            groups[-1].append(marker)
+        else:
+            groups.append([marker])
+    return groups
+
 
 def _label_markers(ax: Any, history: MetricHistory, panel: Panel, markers: Sequence[Marker], colors: dict[str, str]) -> None:
-    """Write each primary marker's label beside its line: left of the line in the right quarter of
-    the axes (so it stays inside), at the first height of `_LABEL_ROWS` where the curves and the
-    labels already placed leave the fewest points under it. Call once the axes limits are final."""
+    """Write the primary markers' labels beside their lines: left of the lines in the right half of
+    the axes (so they stay inside), at the first height of `_LABEL_ROWS` where the curves and the
+    labels already placed leave the fewest points under them. Call once the axes limits are final."""
     to_axes = ax.transData + ax.transAxes.inverted()
     points = np.concatenate([np.column_stack([history.steps(m), history.values(m)]) for m in panel.metrics])
     points = to_axes.transform(points[np.all(np.isfinite(points), axis=1)])
     placed: list[tuple[float, float, float]] = []  # (x from, x to, height) of labels already written
-    for marker in sorted((m for m in markers if m.primary), key=lambda m: m.step):
-        x = to_axes.transform((marker.step, 1.0))[0]
-        left = x > 0.75
-        span = (x - 0.2, x) if left else (x, x + 0.2)
+    for group in _label_groups(markers, lambda step: to_axes.transform((step, 1.0))[0]):
+        text = _label_text(group[0].metric, group[0].direction, [m.step for m in group])
+        left = to_axes.transform((group[0].step, 1.0))[0] > 0.5
+        anchor = group[0].step if left else group[-1].step
+        x, width = to_axes.transform((anchor, 1.0))[0], 0.011 * len(text) + 0.01
+        span = (x - width, x) if left else (x, x + width)
         under = points[(points[:, 0] >= span[0]) & (points[:, 0] <= span[1]), 1]
 
         def crowding(row: float) -> int:
@@ -305,13 +331,13 @@ def _label_markers(ax: Any, history: MetricHistory, panel: Panel, markers: Seque
         row = min(_LABEL_ROWS, key=crowding)
         placed.append((*span, row))
         ax.annotate(
-            marker.label,
-            xy=(marker.step, row),
+            text,
+            xy=(anchor, row),
             xycoords=("data", "axes fraction"),
             xytext=(-3 if left else 3, 0),
             textcoords="offset points",
             fontsize=7,
-            color=colors[marker.metric],
+            color=colors[group[0].metric],
             va="top" if row > 0.5 else "bottom",
             ha="right" if left else "left",
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
@@ -319,10 +345,13 @@ def _label_markers(ax: Any, history: MetricHistory, panel: Panel, markers: Seque
 
 
 def _story(markers: Sequence[Marker]) -> str:
-    primaries = sorted({(m.step, m.label) for m in markers if m.primary})
-    if not primaries:
+    """'transitions: train_acc ↑ 120; val_acc ↑ 2,150, 2,300' (one entry per metric and direction)."""
+    steps: dict[tuple[str, str], list[float]] = {}
+    for marker in sorted((m for m in markers if m.primary), key=lambda m: m.step):
+        steps.setdefault((marker.metric, marker.direction), []).append(marker.step)
+    if not steps:
         return "no transitions detected"
-    return "transitions: " + "; ".join(label for _, label in primaries)
+    return "transitions: " + "; ".join(_label_text(metric, direction, found) for (metric, direction), found in steps.items())
 
 
 def build_figure(
@@ -388,10 +417,9 @@ def plot_run(
 
     `run` is a run folder, a `metrics.json`, or a `MetricHistory` (then `out_path` is required).
     `out_path` defaults to `<run folder>/report.png`. `transitions` ({metric: [...]} or a flat list
-    naming metrics) defaults to the detector's output on the summary's key metrics
+    naming metrics; `{}` for none) defaults to the detector's output on the summary's key metrics
     (`phasetrain.summary.SUMMARY_METRICS`: val_acc, val_loss, train_loss, ...) with `window_size`
-    (steps; None: the detector's default); pass
-    `{}` for none. `title` defaults to the run folder's name.
+    (in steps; None: the detector's default). `title` defaults to the run folder's name.
     """
     check_int("dpi", dpi)
     if isinstance(run, MetricHistory):
@@ -412,6 +440,8 @@ def plot_run(
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
     if isinstance(value, float):
         return "—" if not math.isfinite(value) else f"{value:.6g}"
     return html.escape(str(value))
