@@ -1,7 +1,8 @@
 """Per-step training figures kept on the device and read to the host in one sync per record.
 
 The lean-loop shape from DESIGN.md: adding a step's loss, correct count and gradient norm costs
-no kernel and no host sync; `read()` moves everything with one `.tolist()`.
+no kernel and no host sync; `read()` moves everything with one `.tolist()` (after one all-reduce
+under DDP, so the records are global).
 """
 from __future__ import annotations
 
@@ -9,60 +10,72 @@ from typing import Any
 
 import torch
 
+from phasetrain.parallel import all_reduce_sum
+
 
 class StepAccumulator:
-    """Per-step loss, correct count and gradient norm since the last read, held as device tensors.
+    """Per-batch loss and correct count, and per-update gradient norm, since the last read, held as
+    device tensors.
 
-    `add` only appends references (no kernel, no sync); `read` stacks and sums them and moves the
-    sums to the host in one `.tolist()`.
+    `add_batch` and `add_grad_norm` only append references (no kernel, no sync); `read` weighs,
+    sums, reduces across DDP ranks and moves the sums to the host in one `.tolist()`.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.reset()
 
-    def add(self, loss: torch.Tensor, batch_size: int, correct: torch.Tensor | None,
-            grad_norm: torch.Tensor | None) -> None:
-        """Add one optimizer step: `loss` (0-d, the batch mean), `correct` predictions of
-        `batch_size` samples (None when accuracy is not defined), `grad_norm` (0-d or None)."""
+    def add_batch(self, loss: torch.Tensor, batch_size: int, correct: torch.Tensor | None) -> None:
+        """One (micro-)batch: `loss` (0-d batch mean), its `batch_size`, and `correct` predictions
+        counted in samples (None when accuracy is undefined)."""
         self._losses.append(loss.detach())
-        self.samples += batch_size
+        self._sizes.append(batch_size)
         if correct is not None:
             self._correct.append(correct)
-            self.acc_samples += batch_size
+            self._acc_samples += batch_size
+
+    def add_grad_norm(self, grad_norm: torch.Tensor | None) -> None:
+        """One update's global gradient norm (0-d), or None when not computed."""
         if grad_norm is not None:
             self._grad_norms.append(grad_norm)
 
     def read(self) -> tuple[dict[str, float], dict[str, float]]:
-        """(means, weights) since the last read, then reset. One host sync.
+        """(means, weights) since the last read, summed over DDP ranks, then reset. One host sync.
 
-        Means: train_loss per step, train_acc per sample, grad_norm per step; a figure with nothing
-        to average is omitted. Weights: how many steps or samples each mean is over.
+        Means: train_loss and train_acc per sample, grad_norm per update; a figure with nothing to
+        average is omitted. Weights: the samples or updates each mean is over.
         """
-        columns = {"train_loss": self._losses, "train_acc": self._correct, "grad_norm": self._grad_norms}
-        present = {name: values for name, values in columns.items() if values}
-        sums = torch.stack([torch.stack(values).double().sum() for values in present.values()]).tolist() if present else []
-        counts = {"train_loss": len(self._losses), "train_acc": self.acc_samples, "grad_norm": len(self._grad_norms)}
-        means = {name: total / counts[name] for name, total in zip(present, sums)}
-        weights = {name: float(counts[name]) for name in present}
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        sizes = torch.tensor(self._sizes, dtype=torch.float64, device=self.device)
+        loss_sum = (torch.stack(self._losses).double() * sizes).sum() if self._losses else zero
+        correct_sum = torch.stack([c.double() for c in self._correct]).sum() if self._correct else zero
+        grad_sum = torch.stack(self._grad_norms).double().sum() if self._grad_norms else zero
+        counts = torch.tensor([sum(self._sizes), self._acc_samples, len(self._grad_norms)], dtype=torch.float64,
+                              device=self.device)
+        totals = all_reduce_sum(torch.cat([torch.stack([loss_sum, correct_sum, grad_sum]), counts])).tolist()
         self.reset()
-        return means, weights
+        sums = dict(zip(("train_loss", "train_acc", "grad_norm"), totals[:3]))
+        weights = {name: count for name, count in zip(sums, totals[3:]) if count}
+        return {name: sums[name] / weights[name] for name in weights}, weights
 
     def reset(self) -> None:
         self._losses: list[torch.Tensor] = []
+        self._sizes: list[int] = []
         self._correct: list[torch.Tensor] = []
         self._grad_norms: list[torch.Tensor] = []
-        self.samples = self.acc_samples = 0
+        self._acc_samples = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"losses": [t.detach().cpu() for t in self._losses], "correct": [t.cpu() for t in self._correct],
-                "grad_norms": [t.cpu() for t in self._grad_norms], "samples": self.samples, "acc_samples": self.acc_samples}
+        return {"losses": [t.cpu() for t in self._losses], "sizes": list(self._sizes),
+                "correct": [t.cpu() for t in self._correct], "grad_norms": [t.cpu() for t in self._grad_norms],
+                "acc_samples": self._acc_samples}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._losses = [t.to(self.device) for t in state["losses"]]
+        self._sizes = list(state["sizes"])
         self._correct = [t.to(self.device) for t in state["correct"]]
         self._grad_norms = [t.to(self.device) for t in state["grad_norms"]]
-        self.samples, self.acc_samples = state["samples"], state["acc_samples"]
+        self._acc_samples = state["acc_samples"]
 
 
 class EpochTotals:

@@ -1,7 +1,7 @@
 """Classification accuracy that refuses to guess: no number for outputs it cannot read as classes."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -38,3 +38,24 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
     if not is_classification(outputs, targets):
         return None
     return float(correct_count(outputs, targets)) / targets.numel()
+
+
+def batch_accuracy(outputs: Any, targets: Any, accuracy_fn: Callable[[Any, Any], Any] | None = None) -> torch.Tensor | None:
+    """Fraction correct in a batch as a 0-d tensor (no host sync): `accuracy_fn` when given, else
+    arg-max accuracy for classification, else None."""
+    if accuracy_fn is not None:
+        with torch.no_grad():
+            return torch.as_tensor(accuracy_fn(outputs, targets), dtype=torch.float64)
+    if is_classification(outputs, targets):
+        return correct_count(outputs, targets) / targets.numel()
+    return None
+
+
+def batch_correct(outputs: Any, targets: Any, batch_size: int,
+                  accuracy_fn: Callable[[Any, Any], Any] | None = None) -> torch.Tensor | None:
+    """Correct predictions in a batch counted in samples (0-d tensor; fractional for per-position
+    targets), or None when accuracy is undefined."""
+    if accuracy_fn is None and isinstance(targets, torch.Tensor) and targets.dim() == 1 and is_classification(outputs, targets):
+        return correct_count(outputs, targets)
+    accuracy = batch_accuracy(outputs, targets, accuracy_fn)
+    return None if accuracy is None else accuracy * batch_size

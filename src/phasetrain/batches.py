@@ -5,11 +5,13 @@ from typing import Any
 
 import torch
 
+from phasetrain.parallel import default_device
+
 
 def as_device(device: str | torch.device | None) -> torch.device:
-    """`device`, or CUDA when available and CPU otherwise."""
+    """`device`, or CUDA when available (this rank's GPU under torchrun) and CPU otherwise."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -41,3 +43,8 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {key: move_to_device(value, device) for key, value in batch.items()}
     return batch
+
+
+def batch_size(targets: Any) -> int:
+    """Samples in a batch: the leading dimension of the targets (1 for a scalar target)."""
+    return int(targets.shape[0]) if isinstance(targets, torch.Tensor) and targets.dim() > 0 else 1

@@ -61,3 +61,36 @@ def loader_generators(loader: Any) -> list[torch.Generator]:
         if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
             found.append(generator)
     return found
+
+
+class EpochOrder:
+    """Iterates a loader epoch by epoch so that an interrupted epoch can be replayed exactly.
+
+    At each epoch start it saves the RNG state the loader draws its order from (`epoch_start`).
+    After a resume, `iterate(..., replay=(epoch_start, now), skip=k)` restores that state, draws
+    the same order, skips the k batches already trained on, then restores the state of the moment
+    the checkpoint was taken.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.generators = loader_generators(loader)
+        self.epoch_start = capture_rng_state(self.generators)
+
+    def iterate(self, epoch: int, skip: int = 0, replay: tuple[dict, dict] | None = None) -> Any:
+        if replay is not None:
+            restore_rng_state(replay[0], self.generators)
+        self.epoch_start = capture_rng_state(self.generators)
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        iterator = iter(self.loader)
+        if replay is not None:
+            for _ in range(skip):
+                next(iterator)
+            restore_rng_state(replay[1], self.generators)
+        return iterator
+
+    def now(self) -> dict[str, Any]:
+        """The RNG state at this moment, for a checkpoint."""
+        return capture_rng_state(self.generators)

@@ -1,18 +1,17 @@
 """PhaseTransitionTrainer: a training loop that records what a run does and finds where it changes.
 
-The loop reads top to bottom like a hand-written one; the bookkeeping is delegated: monitors
-produce numbers, `MetricHistory` stores them, callbacks react, `checkpoint` persists. Conventions:
+The loop reads top to bottom like a hand-written one; the bookkeeping is delegated: `UpdateStep`
+does the mechanics of an update (precision, accumulation, clipping), monitors produce numbers,
+`MetricHistory` stores them, callbacks react, `checkpoint` persists. Conventions:
 - a step is the 1-based global optimizer step (step s is the s-th parameter update);
-- `train_loss`, `train_acc`, `grad_norm` at step s are means over the steps since the previous
-  record (or epoch end); `val_*` are recorded at the step where each epoch ends;
+- `train_loss`, `train_acc` (per sample) and `grad_norm` (per update) at step s are means over the
+  steps since the previous record or epoch end; `val_*` are recorded at the step an epoch ends;
 - monitors (curvature, weight norm) run after the backward pass of step s and before its update,
   so every number at step s describes the same weights.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,23 +19,26 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from phasetrain import _validation as check
+from phasetrain import parallel
 from phasetrain.accumulate import EpochTotals, StepAccumulator
-from phasetrain.accuracy import correct_count, is_classification
+from phasetrain.accuracy import batch_accuracy, batch_correct
+from phasetrain.batches import as_device, batch_size, check_loader, move_to_device, split_batch
 from phasetrain.callbacks import Callback, EarlyStopping, FunctionCallback
 from phasetrain.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint_file, save_checkpoint, step_checkpoints
+from phasetrain.evaluate import validation_pass
 from phasetrain.history import MetricHistory, save_metrics, unknown_metric_message
 from phasetrain.loggers import make_loggers
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.gradients import global_grad_norm
 from phasetrain.monitors.weights import WeightNormMonitor
-from phasetrain.rng import capture_rng_state, loader_generators, restore_rng_state
+from phasetrain.precision import PRECISIONS, autocast
+from phasetrain.progress import progress_bar as make_progress_bar
+from phasetrain.rng import EpochOrder
 from phasetrain.run_state import RunState
-from phasetrain.batches import as_device, check_loader, move_to_device, split_batch
-from phasetrain.evaluate import validation_pass
 from phasetrain.summary import KEY_METRICS, training_summary
+from phasetrain.update import UpdateStep
 from phasetrain.watch import TransitionWatcher
 
 HESSIAN_METHODS = ("diagonal", "eigenvalues")
@@ -84,6 +86,8 @@ class PhaseTransitionTrainer:
         hessian_batches: Sequence[tuple[Any, Any]] | None = None,
         watch_metrics: Sequence[str] = KEY_METRICS,
         watch_window: int = 100,
+        precision: str = "32",
+        accumulate_grad_batches: int = 1,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -92,28 +96,28 @@ class PhaseTransitionTrainer:
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable (outputs, targets) -> loss tensor, got {loss_fn!r}")
         check.check_choice("hessian_method", hessian_method, HESSIAN_METHODS)
-        check.check_int("hessian_freq", hessian_freq)
-        check.check_int("checkpoint_freq", checkpoint_freq, allow_none=True)
-        check.check_int("log_freq", log_freq)
+        for name, value in (("hessian_freq", hessian_freq), ("log_freq", log_freq), ("hessian_k", hessian_k),
+                            ("watch_window", watch_window), ("accumulate_grad_batches", accumulate_grad_batches)):
+            check.check_int(name, value)
+        for name, value in (("checkpoint_freq", checkpoint_freq), ("early_stopping_patience", early_stopping_patience),
+                            ("keep_last_checkpoints", keep_last_checkpoints)):
+            check.check_int(name, value, allow_none=True)
         check.check_float("gradient_clip", gradient_clip, strict=True, allow_none=True)
-        check.check_int("early_stopping_patience", early_stopping_patience, allow_none=True)
         check.check_float("early_stopping_min_delta", early_stopping_min_delta)
         check.check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
-        check.check_int("keep_last_checkpoints", keep_last_checkpoints, allow_none=True)
         check.check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
-        check.check_int("hessian_k", hessian_k)
-        check.check_int("watch_window", watch_window)
+        check.check_choice("precision", precision, PRECISIONS)
         if isinstance(watch_metrics, str) or not all(isinstance(m, str) for m in watch_metrics):
             raise TypeError(f"watch_metrics must be a sequence of metric names, got {watch_metrics!r}")
         if scheduler is not None and not hasattr(scheduler, "step"):
             raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object with .step(), got {scheduler!r}")
         if accuracy_fn is not None and not callable(accuracy_fn):
             raise TypeError(f"accuracy_fn must be callable (outputs, targets) -> accuracy in [0, 1], got {accuracy_fn!r}")
-        check.check_optimizer_covers_model(model, optimizer)
+        check.check_optimizer_covers_model(parallel.unwrap(model), optimizer)
 
         self.device = as_device(device)
-        self.model = model.to(self.device)
-        self._params = [p for p in model.parameters() if p.requires_grad]
+        self.module = parallel.unwrap(model).to(self.device)
+        self.model = parallel.wrap(model.to(self.device), self.device)
         self.optimizer, self.loss_fn, self.scheduler = optimizer, loss_fn, scheduler
         self.track_gradients, self.track_hessian = bool(track_gradients), bool(track_hessian)
         self.hessian_method, self.hessian_freq = hessian_method, hessian_freq
@@ -123,19 +127,25 @@ class PhaseTransitionTrainer:
         self.early_stopping_patience, self.early_stopping_min_delta = early_stopping_patience, early_stopping_min_delta
         self.scheduler_interval, self.accuracy_fn = scheduler_interval, accuracy_fn
         self.keep_last_checkpoints, self.on_nonfinite = keep_last_checkpoints, on_nonfinite
+        self.precision, self.accumulate_grad_batches = precision, accumulate_grad_batches
         self.progress_bar = progress_bar
+        self.is_main_process = parallel.rank() == 0
         self.monitors: list[Monitor] = [WeightNormMonitor(freq=log_freq), *monitors]
         if self.track_hessian:
             from phasetrain.monitors.hessian import HessianMonitor
 
             self.monitors.append(HessianMonitor(method=hessian_method, freq=hessian_freq, k=hessian_k,
                                                 batches=hessian_batches))
-        self._prepare_log_dir()
-        self._loggers = make_loggers(loggers, self.log_dir)
+        self._update = UpdateStep(self.model, optimizer, self.device, precision, accumulate_grad_batches,
+                                  gradient_clip, self.track_gradients)
+        if self.is_main_process:
+            self._prepare_log_dir()
+        self._loggers = make_loggers(loggers, self.log_dir) if self.is_main_process else []
         self.history = MetricHistory()
         self.watcher = TransitionWatcher(watch_metrics, watch_window)
         self.state = RunState()
         self.should_stop = False
+        self._callbacks: list[Callback] = []
         self._metrics_written_at = 0.0
 
     # ------------------------------------------------------------------ public API
@@ -148,34 +158,32 @@ class PhaseTransitionTrainer:
         resume_from: str | Path | None = None,
     ) -> dict[str, Any]:
         """Train for `num_epochs` epochs (in total, counting those before a resume) and return the
-        results: the training summary plus `history` (the metric store as a plain dict) and paths."""
+        results: the training summary plus `history` (the metric store as a plain dict) and paths.
+        `resume_from`: a checkpoint path, or "latest" for the newest valid one in `log_dir`."""
         check.check_int("num_epochs", num_epochs)
         check_loader("train_loader", train_loader)
         if val_loader is not None:
             check_loader("val_loader", val_loader)
         self._callbacks = self._build_callbacks(callbacks)
         self.should_stop = False
-        if resume_from is not None:
-            self._resume(resume_from)
-        self._train_loader = train_loader
-        self._rng_epoch_start = capture_rng_state(loader_generators(train_loader))
-        self._window = StepAccumulator(self.device)
-        self._epoch_totals = EpochTotals()
+        self._order = EpochOrder(train_loader)
+        replay = self._resume(resume_from) if resume_from is not None else None
+        self._window, self._epoch_totals = StepAccumulator(self.device), EpochTotals()
         if self.state.pending_window is not None:
             self._window.load_state_dict(self.state.pending_window)
             self._epoch_totals.load_state_dict(self.state.pending_epoch_totals)
-        started = time.perf_counter()
-        wall_before = self.state.wall_time_s
-        bar = self._progress(num_epochs, train_loader)
+        started, wall_before = time.perf_counter(), self.state.wall_time_s
+        total = num_epochs * len(train_loader) // self.accumulate_grad_batches if hasattr(train_loader, "__len__") else None
+        bar = make_progress_bar(self.progress_bar if self.is_main_process else False, total, self.state.step)
         try:
             for callback in self._callbacks:
                 callback.on_train_start(self)
             while self.state.epoch < num_epochs and not self.should_stop:
-                self._train_epoch(train_loader, bar)
+                self._train_epoch(train_loader, bar, replay)
+                replay = None
                 if self.should_stop and self.state.batch_in_epoch:
                     break
                 self._end_epoch(val_loader)
-                self.state.wall_time_s = wall_before + time.perf_counter() - started
             self.state.finished = True
             self._save("final_model.pt")
         finally:
@@ -202,7 +210,7 @@ class PhaseTransitionTrainer:
             raise KeyError(unknown_metric_message(metric, self.history.names()))
         check.check_int("window_size", window_size, allow_none=True)
         found = detect_transitions(self.history.values(metric), self.history.steps(metric), window_size=window_size)
-        return [dataclasses.replace(t, metric=metric) for t in found]
+        return [t.with_metric(metric) for t in found]
 
     def get_training_summary(self) -> dict[str, Any]:
         """Final and best figures, step counts, stop reason, wall time and detected transitions."""
@@ -212,7 +220,7 @@ class PhaseTransitionTrainer:
         """Restore model, optimizer, scheduler, step, epoch and metric history from `path`
         (loaded with `weights_only=True`) and return the checkpoint dict."""
         checkpoint = load_checkpoint_file(path, map_location=self.device)
-        self.model.load_state_dict(checkpoint["model"])
+        self.module.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -237,12 +245,13 @@ class PhaseTransitionTrainer:
 
     def grad_norm(self) -> float:
         """Global L2 norm of the model's current gradients: the one-liner for hand-written loops."""
-        return float(global_grad_norm(self.model))
+        return float(global_grad_norm(self.module))
 
     def save_metrics(self) -> Path:
-        """Write `metrics.json` atomically (valid JSON at every moment) and return its path."""
+        """Write `metrics.json` atomically (valid JSON at every moment; rank 0 only) and return its path."""
         path = self.log_dir / "metrics.json"
-        save_metrics(path, self.history, self._meta())
+        if self.is_main_process:
+            save_metrics(path, self.history, self._meta())
         self._metrics_written_at = time.monotonic()
         return path
 
@@ -251,37 +260,49 @@ class PhaseTransitionTrainer:
         self.should_stop, self.state.stop_reason = True, reason
 
     # ------------------------------------------------------------------ the loop
-    def _train_epoch(self, loader: Iterable, bar: Any) -> None:
+    def _train_epoch(self, loader: Iterable, bar: Any, replay: tuple | None) -> None:
         self.model.train()
-        batches = self._epoch_batches(loader)
-        for batch in batches:
+        per_epoch = len(loader) if hasattr(loader, "__len__") else None
+        micro: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
+        for batch in self._order.iterate(self.state.epoch, self.state.batch_in_epoch, replay):
             self.state.batch_in_epoch += 1
             inputs, targets = move_to_device(split_batch(batch), self.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            outputs = self._forward(inputs)
-            loss = self.loss_fn(outputs, targets)
-            loss.backward()
-            step = self.state.step + 1
-            grad_norm = self._clip_and_norm()
-            if not self._finite(loss, grad_norm, step):
+            if not micro:
+                self.optimizer.zero_grad(set_to_none=True)
+            last = len(micro) + 1 == self.accumulate_grad_batches or self.state.batch_in_epoch == per_epoch
+            outputs, loss = self._update.forward_backward(self._forward, self.loss_fn, inputs, targets, last)
+            n = batch_size(targets)
+            micro.append((loss.detach(), n, batch_correct(outputs, targets, n, self.accuracy_fn)))
+            if last:
+                self._optimizer_step(micro, (inputs, targets), bar)
+                micro = []
                 if self.should_stop:
                     return
-                continue
+        if micro:  # a loader without len() ended inside an accumulation group
+            self._optimizer_step(micro, (inputs, targets), bar)
+
+    def _optimizer_step(self, micro: list, batch: tuple[Any, Any], bar: Any) -> None:
+        step = self.state.step + 1
+        grad_norm = self._update.grad_norm()
+        losses = [loss for loss, _, _ in micro]
+        if not self._finite(losses, grad_norm, step):
+            return
+        if self.is_main_process:
             for monitor in self.monitors:
                 if monitor.should_run(step):
-                    ctx = StepContext(self.model, self.loss_fn, self.optimizer, step, self.state.epoch, (inputs, targets), self.device)
+                    ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, self.state.epoch, batch, self.device)
                     self._record(step, monitor.compute(ctx))
-            self.optimizer.step()
-            self.state.step = step
-            if self.scheduler is not None and self.scheduler_interval == "step":
-                self.scheduler.step()
-            self._window.add(loss, _batch_size(targets), self._correct(outputs, targets), grad_norm)
-            if step % self.log_freq == 0:
-                self._log_train_record(step, bar)
-            if self.checkpoint_freq and step % self.checkpoint_freq == 0:
-                self._save_step_checkpoint(step)
-            if self.should_stop:
-                return
+        self._update.apply()
+        self.state.step = step
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        for loss, n, correct in micro:
+            self._window.add_batch(loss, n, correct)
+        self._window.add_grad_norm(grad_norm)
+        if step % self.log_freq == 0:
+            self._log_train_record(step, bar)
+        if self.checkpoint_freq and step % self.checkpoint_freq == 0:
+            self._save_step_checkpoint(step)
 
     def _end_epoch(self, val_loader: Iterable | None) -> None:
         means, weights = self._window.read()
@@ -289,7 +310,8 @@ class PhaseTransitionTrainer:
         epoch_metrics: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step, **self._epoch_totals.means(),
                                          "lr": self._lr()}
         if val_loader is not None:
-            val = validation_pass(self.model, self.loss_fn, val_loader, self.device, self._forward, self._batch_accuracy)
+            val = validation_pass(self.model, self.loss_fn, val_loader, self.device, self._forward,
+                                  lambda outputs, targets: batch_accuracy(outputs, targets, self.accuracy_fn))
             self._record(self.state.step, val)
             epoch_metrics.update(val)
         monitored = epoch_metrics.get("val_loss", epoch_metrics.get("train_loss"))
@@ -303,60 +325,44 @@ class PhaseTransitionTrainer:
             self._save("best_model.pt")
         for callback in self._callbacks:
             callback.on_epoch_end(self, epoch_metrics["epoch"], epoch_metrics)
-        if self.should_stop and any(isinstance(c, EarlyStopping) for c in self._callbacks):
+        if parallel.is_distributed():  # every rank stops together
+            self.should_stop = bool(parallel.all_reduce_sum(torch.tensor([float(self.should_stop)], device=self.device)).item())
+        if any(isinstance(c, EarlyStopping) and c.stopped_epoch is not None for c in self._callbacks):
             self.state.stopped_early = True
         if time.monotonic() - self._metrics_written_at > METRICS_REWRITE_INTERVAL_S:
             self.save_metrics()
 
     def _forward(self, inputs: Any) -> Any:
-        if isinstance(inputs, dict):
-            return self.model(**inputs)
-        if isinstance(inputs, (tuple, list)):
-            return self.model(*inputs)
-        return self.model(inputs)
+        with autocast(self.device, self.precision):
+            if isinstance(inputs, dict):
+                return self.model(**inputs)
+            if isinstance(inputs, (tuple, list)):
+                return self.model(*inputs)
+            return self.model(inputs)
 
-    def _clip_and_norm(self) -> torch.Tensor | None:
-        """The pre-clipping global gradient norm (clip_grad_norm_ returns it), or None when neither
-        tracked nor clipped."""
-        if self.gradient_clip is not None:
-            return nn.utils.clip_grad_norm_(self._params, self.gradient_clip)
-        if self.track_gradients:
-            return global_grad_norm(self._params)
-        return None
-
-    def _finite(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, step: int) -> bool:
-        """Apply the `on_nonfinite` policy; True when the update may go ahead. One host sync.
-        Checks the loss, and the gradient norm when it is computed (tracked or clipped)."""
-        check_value = loss.detach() if grad_norm is None else loss.detach() + grad_norm
-        if math.isfinite(check_value.item()):
+    def _finite(self, losses: list[torch.Tensor], grad_norm: torch.Tensor | None, step: int) -> bool:
+        """Apply `on_nonfinite`; True when the update may go ahead. One host sync (and, under DDP,
+        one tiny all-reduce so every rank decides alike). Checks the loss, and the gradient norm
+        when it is computed; with fp16 an overflowing gradient is the scaler's business (it skips
+        that update), not a failure."""
+        total = torch.stack(losses).sum().double()
+        if grad_norm is not None and self.precision != "fp16":
+            total = total + grad_norm
+        bad = (~torch.isfinite(total)).double().reshape(1)
+        if not parallel.all_reduce_sum(bad).item():
             return True
         if self.on_nonfinite == "skip":
             self.state.nonfinite_skipped += 1
             self._record(step, {"nonfinite_skipped": self.state.nonfinite_skipped})
             return False
-        message = f"non-finite loss or gradient norm at step {step} (loss={float(loss.detach()):.4g})"
+        loss = torch.stack(losses).double().mean().item()
+        norm = float("nan") if grad_norm is None else grad_norm.item()
+        message = f"non-finite loss or gradient norm at step {step} (loss={loss:.4g}, grad_norm={norm:.4g})"
         self._save_step_checkpoint(self.state.step)
-        self.save_metrics()
         if self.on_nonfinite == "raise":
             raise FloatingPointError(message + f"; last finite state saved as checkpoint_step_{self.state.step}.pt")
         self.request_stop(message + f"; stopped, last finite state saved as checkpoint_step_{self.state.step}.pt")
         return False
-
-    def _correct(self, outputs: Any, targets: Any) -> torch.Tensor | None:
-        """Correct predictions in a batch, counted in samples (0-d tensor), or None when undefined."""
-        if self.accuracy_fn is None and targets.dim() == 1 and is_classification(outputs, targets):
-            return correct_count(outputs, targets)
-        accuracy = self._batch_accuracy(outputs, targets)
-        return None if accuracy is None else accuracy * _batch_size(targets)
-
-    def _batch_accuracy(self, outputs: Any, targets: Any) -> torch.Tensor | None:
-        """Fraction correct in a batch as a 0-d tensor (no sync), or None when undefined."""
-        if self.accuracy_fn is not None:
-            with torch.no_grad():
-                return torch.as_tensor(self.accuracy_fn(outputs, targets), dtype=torch.float64)
-        if is_classification(outputs, targets):
-            return correct_count(outputs, targets) / targets.numel()
-        return None
 
     def _log_train_record(self, step: int, bar: Any) -> None:
         means, weights = self._window.read()
@@ -373,7 +379,7 @@ class PhaseTransitionTrainer:
         for sink in self._loggers:
             sink.log(step, metrics)
         for transition in self.watcher.observe(step, metrics):
-            for callback in getattr(self, "_callbacks", ()):
+            for callback in self._callbacks:
                 callback.on_phase_transition(self, transition)
 
     def _step_epoch_scheduler(self, monitored: float | None) -> None:
@@ -395,59 +401,48 @@ class PhaseTransitionTrainer:
         return {
             "step": self.state.step,
             "epoch": self.state.epoch if self.state.batch_in_epoch else max(self.state.epoch - 1, 0),
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "update": self._update.state_dict(),
             "history": {k: {n: torch.from_numpy(a) for n, a in v.items()} for k, v in self.history.state_dict().items()},
             "run_state": self.state.to_dict(),
-            "rng": capture_rng_state(loader_generators(self._train_loader)),
-            "rng_epoch_start": self._rng_epoch_start,
+            "rng": self._order.now(),
+            "rng_epoch_start": self._order.epoch_start,
             "callbacks": [c.state_dict() for c in self._callbacks],
             "monitors": [m.state_dict() for m in self.monitors],
             "watcher": self.watcher.state_dict(),
         }
 
     def _save(self, name: str) -> None:
-        save_checkpoint(self.log_dir / name, self._checkpoint())
+        if self.is_main_process:
+            save_checkpoint(self.log_dir / name, self._checkpoint())
+        parallel.barrier()
 
     def _save_step_checkpoint(self, step: int) -> None:
-        save_checkpoint(checkpoint_path(self.log_dir, step), self._checkpoint())
+        self._save(checkpoint_path(self.log_dir, step).name)
         self.save_metrics()
-        if self.keep_last_checkpoints is not None:
+        if self.keep_last_checkpoints is not None and self.is_main_process:
             for _, old in step_checkpoints(self.log_dir)[: -self.keep_last_checkpoints]:
                 old.unlink(missing_ok=True)
 
-    def _resume(self, resume_from: str | Path) -> None:
+    def _resume(self, resume_from: str | Path) -> tuple[dict, dict]:
+        """Restore everything from a checkpoint; return the RNG states that replay its epoch."""
         if str(resume_from) == "latest":
             path, checkpoint = latest_checkpoint(self.log_dir, map_location=self.device)
         else:
             path, checkpoint = Path(resume_from), load_checkpoint_file(resume_from, map_location=self.device)
         self.load_checkpoint(path)
+        self._update.load_state_dict(checkpoint["update"])
         for callback, state in zip(self._callbacks, checkpoint["callbacks"]):
             callback.load_state_dict(state)
         for monitor, state in zip(self.monitors, checkpoint["monitors"]):
             monitor.load_state_dict(state)
         self.watcher.load_state_dict(checkpoint["watcher"])
-        self._resume_rng = (checkpoint["rng_epoch_start"], checkpoint["rng"])
-
-    def _epoch_batches(self, loader: Iterable) -> Iterable:
-        """Iterate `loader` for the current epoch; after a mid-epoch resume, replay the epoch's data
-        order from its saved RNG state and skip the batches already trained on."""
-        generators = loader_generators(loader)
-        resume = getattr(self, "_resume_rng", None)
-        self._resume_rng = None
-        if resume is not None:
-            restore_rng_state(resume[0], generators)
-        self._rng_epoch_start = capture_rng_state(generators)
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.state.epoch)
-        iterator = iter(loader)
-        if resume is not None:
-            for _ in range(self.state.batch_in_epoch):
-                next(iterator)
-            restore_rng_state(resume[1], generators)
-        return iterator
+        for sink in self._loggers:  # file streams forget the records after the checkpoint
+            if hasattr(sink, "rewind"):
+                sink.rewind(self.history)
+        return checkpoint["rng_epoch_start"], checkpoint["rng"]
 
     # ------------------------------------------------------------------ set-up helpers
     def _prepare_log_dir(self) -> None:
@@ -473,13 +468,6 @@ class PhaseTransitionTrainer:
             built.append(EarlyStopping(self.early_stopping_patience, self.early_stopping_min_delta))
         return built
 
-    def _progress(self, num_epochs: int, loader: Iterable) -> Any:
-        enabled = self.progress_bar
-        if enabled is None:
-            enabled = sys.stderr.isatty() or "ipykernel" in sys.modules
-        total = num_epochs * len(loader) if hasattr(loader, "__len__") else None
-        return tqdm(total=total, initial=self.state.step, disable=not enabled, unit="step", dynamic_ncols=True)
-
     def _meta(self) -> dict[str, Any]:
         return {
             **self.state.summary_fields(),
@@ -490,10 +478,7 @@ class PhaseTransitionTrainer:
                        "hessian_method": self.hessian_method, "hessian_freq": self.hessian_freq,
                        "gradient_clip": self.gradient_clip, "scheduler_interval": self.scheduler_interval,
                        "early_stopping_patience": self.early_stopping_patience,
-                       "early_stopping_min_delta": self.early_stopping_min_delta},
+                       "early_stopping_min_delta": self.early_stopping_min_delta, "precision": self.precision,
+                       "accumulate_grad_batches": self.accumulate_grad_batches},
             "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-
-
-def _batch_size(targets: Any) -> int:
-    return int(targets.shape[0]) if isinstance(targets, torch.Tensor) and targets.dim() > 0 else 1

@@ -1,0 +1,69 @@
+"""One optimizer update, from one or more micro-batches: forward under autocast, scaled backward,
+unscale, gradient norm and clipping, then the step. Mixed precision and accumulation live here so
+the trainer's loop reads the same with or without them."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from phasetrain.monitors.gradients import global_grad_norm
+from phasetrain.precision import autocast, grad_scaler
+
+
+class UpdateStep:
+    """The mechanics of a parameter update for `model` (possibly DDP-wrapped) and `optimizer`.
+
+    `accumulate` micro-batches make one update; each micro-batch loss is divided by `accumulate`
+    so the summed gradient is that of their mean (equal micro-batch sizes). Under DDP, gradients
+    are synchronised only on the last micro-batch (`no_sync` on the others).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                 precision: str, accumulate: int, gradient_clip: float | None, track_gradients: bool) -> None:
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.precision, self.accumulate = precision, accumulate
+        self.gradient_clip, self.track_gradients = gradient_clip, track_gradients
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.scaler = grad_scaler(device, precision)
+
+    def forward_backward(self, forward: Callable[[Any], Any], loss_fn: Callable[[Any, Any], torch.Tensor],
+                         inputs: Any, targets: Any, last_micro_batch: bool) -> tuple[Any, torch.Tensor]:
+        """Forward and backward for one micro-batch; returns (outputs, unscaled batch-mean loss)."""
+        no_sync = getattr(self.model, "no_sync", None)
+        sync = contextlib.nullcontext() if last_micro_batch or no_sync is None else no_sync()
+        with sync:
+            with autocast(self.device, self.precision):
+                outputs = forward(inputs)
+                loss = loss_fn(outputs, targets)
+            scaled = loss / self.accumulate if self.accumulate > 1 else loss
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return outputs, loss
+
+    def grad_norm(self) -> torch.Tensor | None:
+        """Global L2 norm of the (unscaled) gradients before clipping, clipping them to
+        `gradient_clip` when set; None when neither tracked nor clipped."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.gradient_clip is not None:
+            return nn.utils.clip_grad_norm_(self.params, self.gradient_clip)
+        if self.track_gradients:
+            return global_grad_norm(self.params)
+        return None
+
+    def apply(self) -> None:
+        """The optimizer step (through the scaler for fp16, which skips it on overflow)."""
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
