@@ -1,7 +1,6 @@
 """Crash-safe file writes: every file a run leaves is either the old version or the new one."""
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,9 +27,3 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         except FileNotFoundError:
             pass
         raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Serialise `obj` as strict JSON (no NaN/Infinity tokens) and write it atomically."""
-    data = json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
-    atomic_write(path, lambda f: f.write(data))

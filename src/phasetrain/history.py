@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from phasetrain._io import atomic_write_json
+from phasetrain._io import atomic_write
 
 METRICS_FORMAT = "phasetrain-metrics"
 METRICS_VERSION = 1
@@ -120,17 +120,38 @@ def unknown_metric_message(name: object, known: Iterable[str]) -> str:
 
 
 def save_metrics(path: str | os.PathLike, history: MetricHistory, meta: Mapping[str, Any] | None = None) -> None:
-    """Write `history` (and run `meta`) to `path` as strict JSON, atomically."""
-    atomic_write_json(
-        path,
-        {
-            "format": METRICS_FORMAT,
-            "version": METRICS_VERSION,
-            "step": "global optimizer step, 1-based: step s is the s-th parameter update",
-            "meta": dict(meta or {}),
-            "metrics": history.to_dict(),
-        },
-    )
+    """Write `history` (and run `meta`) to `path` as strict JSON, atomically.
+
+    Columns are encoded one at a time straight into the file, so writing 10^6 records needs
+    memory for one column's text, not for the whole document as Python objects.
+    """
+    header = {
+        "format": METRICS_FORMAT,
+        "version": METRICS_VERSION,
+        "step": "global optimizer step, 1-based: step s is the s-th parameter update",
+        "meta": dict(meta or {}),
+    }
+
+    def write(f: Any) -> None:
+        f.write(json.dumps(header, allow_nan=False)[:-1].encode() + b', "metrics": {')
+        for index, name in enumerate(history.names()):
+            f.write(b"," if index else b"")
+            f.write(f'{json.dumps(name)}: {{"steps": '.encode())
+            f.write(json.dumps(history.steps(name).tolist()).encode())
+            f.write(b', "values": ')
+            f.write(_json_floats(history.values(name)).encode())
+            f.write(b"}")
+        f.write(b"}}")
+
+    atomic_write(path, write)
+
+
+def _json_floats(values: np.ndarray) -> str:
+    """A JSON array of floats with null for NaN and +-Inf (numbers never contain those words)."""
+    text = json.dumps(values.tolist())
+    if np.isfinite(values).all():
+        return text
+    return text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
 
 
 def load_metrics(path: str | os.PathLike) -> tuple[MetricHistory, dict[str, Any]]:
