@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from phasetrain.detect import detect_transitions  # noqa: E402
+from phasetrain.detect import OnlineDetector, detect_transitions  # noqa: E402
 from phasetrain.detect.prepare import reads_as_log  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detection.json"
@@ -305,6 +305,28 @@ def runtime_suite(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def online_suite(args: argparse.Namespace) -> dict:
+    """Per-update cost of OnlineDetector on a long loss curve, and the records it keeps."""
+    rng = np.random.default_rng(args.seed + 2)
+    n = 20_000 if args.small else 100_000
+    t = np.arange(1, n + 1)
+    y = 2.5 * (t / 10 + 1) ** -0.5 * np.where(t > n // 2, 0.5, 1.0) * np.exp(rng.normal(0, 0.05, n))
+    detector = OnlineDetector(100)
+    fired = []
+    start = time.perf_counter()
+    for step, value in zip(t.tolist(), y.tolist()):
+        fired += [(step, tr.step) for tr in detector.update(step, value)]
+    seconds = time.perf_counter() - start
+    kept = len(detector.state_dict()["y"])
+    return {
+        "records": n,
+        "window_size": 100,
+        "microseconds_per_update": round(1e6 * seconds / n, 2),
+        "records_kept": kept,
+        "fired_at_and_step": fired,
+    }
+
+
 def print_table(title: str, rows: dict) -> None:
     print(f"\n{title}")
     head = f"{'detector':28s} {'curves':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'FP/free':>8s} {'err(steps)':>10s} {'err(run)':>9s} {'s/curve':>8s}"
@@ -336,6 +358,12 @@ def main() -> None:
     print("\nruntime (s, best of 3 for phasetrain; power-law loss with one drop)")
     for row in runtime:
         print("  ".join(f"{k}={v}" for k, v in row.items()))
+    online = online_suite(args)
+    print(
+        f"\nonline: {online['microseconds_per_update']} us per update over {online['records']} records "
+        f"(window 100), {online['records_kept']} records kept; fired (at step, transition step): "
+        f"{online['fired_at_and_step']}"
+    )
     result = {
         "benchmark": "detection",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -343,6 +371,7 @@ def main() -> None:
         "tolerance": "max(transition width 10-90%, 1% of the run, 2 recording intervals)",
         "accuracy": accuracy,
         "runtime": runtime,
+        "online": online,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")

@@ -196,3 +196,20 @@ def test_lower_thresholds_find_a_weak_step_the_defaults_reject():
     loose = Thresholds(min_score=4, min_effect=0.5)
     (tr,) = detect_transitions(y, t, 20, scale="linear", thresholds=loose)
     assert abs(tr.step - 201) <= 15 and tr.direction == "up"
+
+
+def test_accuracy_stuck_near_zero_with_single_example_blips_has_no_transition():
+    # a run that never generalises: val_acc on 8943 examples is 0, 1 or 2 correct
+    rng = np.random.default_rng(14)
+    t = np.arange(1, 4001)
+    correct = np.where(t > 1200, rng.choice([0, 1, 2], t.size, p=[0.3, 0.5, 0.2]), rng.choice([0, 1], t.size))
+    assert detect_transitions(correct / 8943, t, 100) == []
+    assert detect_transitions(correct / 8943, t) == []
+
+
+def test_quantised_accuracy_with_a_real_jump_is_found():
+    rng = np.random.default_rng(15)
+    t = np.arange(1, 2001)
+    acc = np.round(np.where(t > 1000, 0.8, 0.3) + rng.normal(0, 0.02, t.size), 2)
+    (tr,) = detect_transitions(acc, t, 50)
+    assert tr.step == 1001 and tr.level_after - tr.level_before == pytest.approx(0.5, abs=0.03)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from phasetrain.detect.robust import median7, noise_variance
+from phasetrain.detect.robust import median7, noise_floor, noise_variance, quantum
 
 
 def test_median7_sorting_network_is_exact_on_every_binary_window():
@@ -49,3 +49,18 @@ def test_noise_variance_ignores_a_step_and_is_positive_on_quantised_values():
     assert np.sqrt(noise_variance(np.arange(1000.0), y)).max() < 0.13
     quantised = np.round(0.5 + rng.normal(0, 0.01, 1000), 2)
     assert noise_variance(np.arange(1000.0), quantised).min() > 0
+
+
+def test_quantum_is_the_grid_step_of_values_with_few_levels():
+    rng = np.random.default_rng(4)
+    acc = rng.integers(0, 40, 5000) / 8943  # accuracy on 8943 examples
+    assert quantum(acc) == pytest.approx(1 / 8943)
+    assert quantum(np.round(rng.normal(1.0, 0.1, 5000), 3)) == pytest.approx(0.001)
+    assert quantum(rng.normal(size=5000)) == 0.0
+    assert quantum(np.full(100, 0.5)) == 0.0
+
+
+def test_noise_floor_is_rounding_noise_on_the_analysis_scale():
+    y = np.log(np.array([0.1, 1.0]))
+    assert np.allclose(noise_floor(y, True, 0.01, 1.0), [(0.01 / 0.1) ** 2 / 12, 0.01**2 / 12])
+    assert np.allclose(noise_floor(np.zeros(3), False, 0.0, 2.0), (2e-9) ** 2)

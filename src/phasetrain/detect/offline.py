@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from phasetrain.detect.prepare import Curve, check_window_size, prepare_curve
-from phasetrain.detect.robust import median7, noise_variance
+from phasetrain.detect.robust import median7, noise_floor, noise_variance
 from phasetrain.detect.scan import Geometry, ScaleScan, geometry, scan_scale
 from phasetrain.detect.transition import Transition
 
@@ -14,6 +14,7 @@ MIN_SIDE_POINTS = 3  # points a side window needs for a line fit with a usable r
 MIN_CURVE_POINTS = 2 * MIN_SIDE_POINTS + 2  # shorter curves hold no testable change: []
 DEFAULT_WINDOW_FRACTION = 1 / 50  # window_size=None: 2% of the curve's span ...
 DEFAULT_WINDOW_POINTS = 8  # ... but at least 8 recording intervals
+MIN_QUANTA = 5  # a change of quantised values (accuracy on n examples) must span 5 grid steps
 MAX_WINDOW_SPANS = 8  # a window_size above 1/8 of the span is reduced to it (else nothing fits)
 
 
@@ -99,7 +100,7 @@ def detect_in_curve(
     value_range = float(smooth.max() - smooth.min())
     if not value_range > 0:
         return []
-    var = np.maximum(noise_variance(t, y), (1e-9 * value_range) ** 2)
+    var = np.maximum(noise_variance(t, y), noise_floor(y, curve.log, curve.quantum, value_range))
     candidates = []
     for scan in scans(t, smooth, var, window, max_window):
         candidates.extend(scale_candidates(scan, value_range, thresholds))
@@ -263,6 +264,8 @@ def describe(curve: Curve, smooth: np.ndarray, cand: Candidate, integer_steps: b
     level_before = curve.to_values(before[start])
     level_after = curve.to_values(after[end])
     magnitude = abs(level_after - level_before)
+    if magnitude < MIN_QUANTA * curve.quantum:
+        return None
     largest = max(abs(level_before), abs(level_after))
     as_step = int if integer_steps else float
     return Transition(

@@ -15,7 +15,7 @@ from phasetrain.detect.offline import (
     select,
 )
 from phasetrain.detect.prepare import AUTO_LOG_RATIO, Curve, check_scale, check_window_size
-from phasetrain.detect.robust import NOISE_BLOCK, median7, noise_variance
+from phasetrain.detect.robust import NOISE_BLOCK, median7, noise_floor, noise_variance, quantum
 from phasetrain.detect.scan import scan_scale
 from phasetrain.detect.transition import Transition
 
@@ -147,7 +147,9 @@ class OnlineDetector:
         value_range = self._high - self._low
         if not value_range > 0:
             return []
-        var = np.maximum(noise_variance(t, y, self._offset), (1e-9 * value_range) ** 2)
+        grid = quantum(np.exp(y) if self._log else y)
+        floor = noise_floor(y, bool(self._log), grid, value_range)
+        var = np.maximum(noise_variance(t, y, self._offset), floor)
         closed = t[final - 1]
         candidates: list[Candidate] = []
         for j, geo in enumerate(self._layouts):
@@ -164,7 +166,7 @@ class OnlineDetector:
             if eligible.any():
                 self._done[j] = float(centre_steps[eligible].max())
             candidates.extend(scale_candidates(scan, value_range, self.thresholds, eligible))
-        curve = Curve(t=t, y=y, log=bool(self._log))
+        curve = Curve(t=t, y=y, log=bool(self._log), quantum=grid)
         prior = [(s, r) for s, r in self._taken]
         chosen = select(curve, smooth, candidates, prior)
         self._taken += [[cand.step, cand.reach] for cand, _ in chosen]

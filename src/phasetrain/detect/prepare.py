@@ -7,6 +7,8 @@ from numbers import Real
 
 import numpy as np
 
+from phasetrain.detect.robust import quantum
+
 SCALES = ("auto", "linear", "log")
 # "auto" reads a curve on a log scale when it is positive and its robust spread
 # (99th over 1st percentile) covers at least this factor, as losses do.
@@ -18,12 +20,14 @@ class Curve:
     """A validated curve: finite points only, on the analysis scale.
 
     t: steps, float64, strictly increasing, shape (n,). y: values on the analysis scale.
-    log: True when y = log(values).
+    log: True when y = log(values). quantum: the grid step of the values in their own units
+    when they take few distinct levels (see `robust.quantum`), else 0.
     """
 
     t: np.ndarray
     y: np.ndarray
     log: bool
+    quantum: float = 0.0
 
     def to_values(self, y: float) -> float:
         """Map a level on the analysis scale back to the curve's units."""
@@ -83,12 +87,13 @@ def prepare_curve(values: object, steps: object | None, scale: str) -> Curve:
     t, y = check_steps_values(values, steps)
     keep = np.isfinite(y)
     t, y = t[keep], y[keep]
+    grid = quantum(y)
     use_log = scale == "log" or (scale == "auto" and reads_as_log(y))
     if use_log:
         if y.size and y.min() <= 0:
             raise ValueError(f"scale='log' needs positive values, got a minimum of {y.min():g}")
         y = np.log(y)
-    return Curve(t=t, y=y, log=use_log)
+    return Curve(t=t, y=y, log=use_log, quantum=grid)
 
 
 def reads_as_log(y: np.ndarray) -> bool:
