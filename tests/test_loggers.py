@@ -7,7 +7,7 @@ import pytest
 from phasetrain.loggers import CSVLogger, JsonlLogger, MetricLogger, TensorBoardLogger, make_loggers
 
 RECORDS = [
-    (1, {"train_loss": 2.5, "train_acc": 0.125}),
+    (1, {"train_loss": 2.5, "train_acc": 0.125, "val_acc": None}),
     (2, {"train_loss": float("nan"), "grad_norm": float("inf")}),
     (3, {"train_loss": 0.75, "hessian_eig_1": -1.5e-7}),
 ]
@@ -19,7 +19,7 @@ def _write(logger, records=RECORDS):
             logger.log(step, metrics)
 
 
-def test_jsonl_logger_writes_one_strict_json_object_per_record_with_null_for_non_finite(tmp_path):
+def test_jsonl_logger_writes_one_strict_json_object_per_record_null_for_non_finite_none_skipped(tmp_path):
     path = tmp_path / "metrics.jsonl"
     _write(JsonlLogger(path))
     lines = path.read_text().splitlines()
@@ -59,7 +59,7 @@ def test_csv_logger_writes_long_format_rows_that_parse_back_exactly(tmp_path):
     _write(CSVLogger(path))
     rows = list(csv.DictReader(path.open()))
     parsed = [(int(r["step"]), r["metric"], float(r["value"])) for r in rows]
-    expected = [(step, name, value) for step, metrics in RECORDS for name, value in metrics.items()]
+    expected = [(s, name, value) for s, metrics in RECORDS for name, value in metrics.items() if value is not None]
     assert len(parsed) == len(expected)
     for got, want in zip(parsed, expected):
         assert got[:2] == want[:2]
@@ -78,7 +78,7 @@ def test_csv_logger_writes_the_header_once_when_appending(tmp_path):
 
 def test_tensorboard_logger_event_file_reads_back_every_scalar(tmp_path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    records = [(1, {"train_loss": 2.5, "lr": 0.01}), (5, {"train_loss": 1.25}), (9, {"train_loss": 0.5})]
+    records = [(1, {"train_loss": 2.5, "lr": 0.01}), (5, {"train_loss": 1.25, "lr": None}), (9, {"train_loss": 0.5})]
     _write(TensorBoardLogger(tmp_path / "tb"), records)
     accumulator = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
     accumulator.Reload()

@@ -16,7 +16,7 @@ import numpy as np
 
 from phasetrain.detect import detect_in_history
 from phasetrain.history import MetricHistory, load_metrics
-from phasetrain.report import format_step, plot_run, write_html_report
+from phasetrain.report import format_step, plot_run, run_folder, write_html_report
 from phasetrain.summary import training_summary, transitions_by_metric
 
 _USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError, ImportError)
@@ -105,11 +105,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _run_dir(path: str) -> Path:
-    run = Path(path)
-    return run if run.is_dir() else run.parent
-
-
 def _load(path: str) -> tuple[MetricHistory, dict[str, Any]]:
     history, meta = load_metrics(path)
     if not history.names():
@@ -119,7 +114,7 @@ def _load(path: str) -> tuple[MetricHistory, dict[str, Any]]:
 
 def _report(args: argparse.Namespace) -> int:
     history, meta = _load(args.run_dir)
-    run_dir = _run_dir(args.run_dir)
+    run_dir = run_folder(args.run_dir)
     _progress(f"detecting transitions in {run_dir} ...")
     summary = training_summary(history, meta)
     transitions = (

@@ -25,8 +25,9 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 class MetricLogger(Protocol):
     """What the trainer calls on every metric sink."""
 
-    def log(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Record `metrics` (name -> value) at 1-based global `step`."""
+    def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
+        """Record `metrics` (name -> value) at 1-based global `step`; None values are skipped,
+        as `MetricHistory.log` skips them."""
 
     def flush(self) -> None:
         """Push buffered records to their destination."""
@@ -79,12 +80,13 @@ class JsonlLogger(_FileLogger):
     def __init__(self, path: str | os.PathLike, flush_every: int = DEFAULT_FLUSH_EVERY) -> None:
         super().__init__(path, flush_every)
 
-    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+    def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
         """Append the record of `step` as one line."""
         record: dict[str, float | int | None] = {"step": int(step)}
         for name, value in metrics.items():
-            value = float(value)
-            record[name] = value if math.isfinite(value) else None
+            if value is not None:
+                value = float(value)
+                record[name] = value if math.isfinite(value) else None
         self._file.write(_ENCODER.encode(record) + "\n")
         self._wrote_record()
 
@@ -105,10 +107,12 @@ class CSVLogger(_FileLogger):
         if self._file.tell() == 0:
             self._writer.writerow(self.HEADER)
 
-    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+    def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
         """Append one row per metric of the record at `step`."""
         step = int(step)
-        self._writer.writerows((step, name, repr(float(value))) for name, value in metrics.items())
+        self._writer.writerows(
+            (step, name, repr(float(value))) for name, value in metrics.items() if value is not None
+        )
         self._wrote_record()
 
 
@@ -129,10 +133,11 @@ class TensorBoardLogger:
         self.log_dir = Path(log_dir)
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
 
-    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+    def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
         """Add one scalar per metric at `step`."""
         for name, value in metrics.items():
-            self._writer.add_scalar(name, float(value), global_step=int(step))
+            if value is not None:
+                self._writer.add_scalar(name, float(value), global_step=int(step))
 
     def flush(self) -> None:
         """Write pending events to the event file."""

@@ -404,6 +404,12 @@ def build_figure(
     return figure
 
 
+def run_folder(path: str | os.PathLike) -> Path:
+    """The run folder of `path`: itself when it is a folder, else the folder holding the file."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
 def plot_run(
     run: str | os.PathLike | MetricHistory,
     out_path: str | os.PathLike | None = None,
@@ -428,7 +434,7 @@ def plot_run(
         history, run_dir = run, None
     else:
         history, _ = load_metrics(run)
-        run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
+        run_dir = run_folder(run)
     out = Path(out_path) if out_path is not None else run_dir / "report.png"
     if transitions is None:
         transitions = transitions_by_metric(history, window_size=window_size)
