@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -77,7 +78,7 @@ def test_state_dict_resume_continues_exactly_and_is_plain_data():
             return all(plain(v) for v in x)
         return x is None or isinstance(x, (bool, int, float, str))
 
-    assert plain(state)
+    assert plain(state) and json.loads(json.dumps(state, allow_nan=False)) == state
     second = OnlineDetector(100, scale="linear")
     second.load_state_dict(state)
     rest = run_online(second, t[7000:], y[7000:])

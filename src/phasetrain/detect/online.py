@@ -121,18 +121,14 @@ class OnlineDetector:
             self._y = np.log(y[keep]).tolist()
         self._spacing = float(np.median(np.diff(self._t))) if len(self._t) > 1 else 1.0
         self._origin = self._t[0]
+        self._plan()
         self._done = [None] * len(self._layouts)
 
-    @property
-    def _layouts(self):
-        return geometries(self.window_size, self._spacing, 0.0, 0, self.max_window)
-
-    @property
-    def _every(self) -> int:
-        if self.check_every is not None:
-            return self.check_every
+    def _plan(self) -> None:
+        """Fix the scales and the re-scan cadence from the recording interval."""
+        self._layouts = geometries(self.window_size, self._spacing, 0.0, 0, self.max_window)
         finest = self._layouts[0]
-        return max(1, int(finest.side * finest.delta / self._spacing) // 2)
+        self._every = self.check_every or max(1, int(finest.side * finest.delta / self._spacing) // 2)
 
     def _check(self) -> list[Transition]:
         t, y = np.asarray(self._t), np.asarray(self._y)
@@ -223,3 +219,5 @@ class OnlineDetector:
         self._low = math.inf if state["low"] is None else float(state["low"])
         self._high = -math.inf if state["high"] is None else float(state["high"])
         self._since_check = int(state["since_check"])
+        if self._spacing is not None:
+            self._plan()
