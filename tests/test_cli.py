@@ -9,7 +9,8 @@ import pytest
 from phasetrain.cli import main
 from phasetrain.detect import detect_transitions
 from phasetrain.history import load_metrics
-from phasetrain.summary import training_summary
+from phasetrain.report import plot_run
+from phasetrain.summary import training_summary, transitions_by_metric
 from tests.test_report import PNG_MAGIC, VAL_JUMP, write_synthetic_run
 
 
@@ -41,11 +42,26 @@ def test_report_writes_png_and_html_into_the_run_folder_and_prints_their_paths(r
     assert "<td>val_acc</td>" in page and "total_training_steps" in page
 
 
-def test_report_out_and_window_size_options(run_dir, tmp_path, capsys):
-    code, out, _ = _run(capsys, "report", run_dir / "metrics.json", "--out", tmp_path / "r.png", "--window-size", 150)
+def test_report_out_window_size_and_xscale_options(run_dir, tmp_path, capsys, monkeypatch):
+    import phasetrain.cli as cli
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return plot_run(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "plot_run", spy)
+    code, out, _ = _run(
+        capsys, "report", run_dir / "metrics.json", "--out", tmp_path / "r.png", "--window-size", 150, "--xscale", "linear"
+    )
     assert code == 0
     assert out.split() == [str(tmp_path / "r.png"), str(tmp_path / "r.html")]
     assert (tmp_path / "r.png").read_bytes()[:8] == PNG_MAGIC
+    history, _ = load_metrics(run_dir)
+    (call,) = calls
+    assert call["xscale"] == "linear"
+    assert call["transitions"] == transitions_by_metric(history, window_size=150)
 
 
 def test_detect_json_equals_the_python_api_on_the_same_data(run_dir, capsys):
@@ -116,7 +132,8 @@ def test_detect_unknown_metric_exits_1_listing_the_recorded_metrics(run_dir, cap
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["report"], ["frobnicate", "x"], ["detect", "x"], ["report", "x", "--window-size", "0"]]
+    "argv",
+    [[], ["report"], ["frobnicate", "x"], ["detect", "x"], ["report", "x", "--window-size", "0"], ["report", "x", "--xscale", "ln"]],
 )
 def test_bad_arguments_exit_2_with_usage(capsys, argv):
     code, _, err = _run(capsys, *argv)

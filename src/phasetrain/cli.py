@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                         "the HTML page goes beside it with the suffix .html")
     report.add_argument("--window-size", metavar="N", type=_window_size,
                         help="detector window in steps (default: 2%% of the run)")
+    report.add_argument("--xscale", choices=("auto", "linear", "log", "symlog"), default="auto",
+                        help="step axis; auto: log when the first logged step is < 1%% of the last")
     report.set_defaults(handler=_report)
 
     detect = commands.add_parser(
@@ -124,7 +126,7 @@ def _report(args: argparse.Namespace) -> int:
     )
     _progress("drawing ...")
     title = run_dir.resolve().name
-    png = plot_run(history, args.out or run_dir / "report.png", transitions=transitions, title=title)
+    png = plot_run(history, args.out or run_dir / "report.png", transitions=transitions, title=title, xscale=args.xscale)
     page = write_html_report(png, png.with_suffix(".html"), transitions, summary, title=f"phasetrain: {title}")
     print(png)
     print(page)
