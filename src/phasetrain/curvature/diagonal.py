@@ -46,8 +46,8 @@ def diagonal_entries(
     device: torch.device | str = "cpu",
 ) -> Tensor:
     """The exact entries A_ii for `indices`, one product each; shape (len(indices),), on `device`."""
-    index = torch.as_tensor(indices, dtype=torch.long, device=device)
-    out = torch.empty(index.numel(), dtype=dtype, device=device)
+    index = torch.as_tensor(indices, dtype=torch.long).tolist()  # one host read, then plain ints
+    out = torch.empty(len(index), dtype=dtype, device=device)
     e = torch.zeros(dim, dtype=dtype, device=device)
     for k, i in enumerate(index):
         e[i] = 1

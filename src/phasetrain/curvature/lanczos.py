@@ -1,7 +1,8 @@
 """Extreme eigenvalues of a symmetric operator by Lanczos with full reorthogonalisation.
 
 The Krylov basis, the products and the reorthogonalisation stay on the operator's device; only the
-small tridiagonal matrix goes to the host, one pair of scalars per iteration, for the stopping test.
+small tridiagonal matrix goes to the host, one pair of scalars per iteration (one device sync),
+for the stopping test.
 The stop is on the TRUE residual of the wanted Ritz pairs, ||A y - theta y|| = beta_m |s_m| (Paige
 1971; Saad, "Numerical Methods for Large Eigenvalue Problems", 2011, sec. 6.6), so a cluster of
 close eigenvalues (where a change-based stop halts early on the wrong value) is resolved.
@@ -98,7 +99,7 @@ def lanczos(
         raise ValueError(f"max_iter must be an int >= k={k}, got {max_iter!r}")
     device = torch.device(device)
     m_max = min(max_iter, dim)
-    basis = torch.zeros(m_max, dim, dtype=dtype, device=device)
+    basis = torch.empty(m_max, dim, dtype=dtype, device=device)  # rows past j are never read
     basis[0] = _start_vector(dim, v0, generator, dtype, device)
     alphas: list[float] = []
     betas: list[float] = []
@@ -106,16 +107,22 @@ def lanczos(
     s = np.eye(1)
     theta = np.zeros(1)
     resid = np.full(k, np.inf)
+    beta = torch.zeros((), dtype=dtype, device=device)
     for j in range(m_max):
-        w = matvec(basis[j]).to(dtype)
-        # Full reorthogonalisation, classical Gram-Schmidt twice: the first pass's coefficient on
-        # q_j is alpha_j (the one on q_{j-1} is beta_{j-1}), the second pass removes rounding.
+        q = basis[j]
+        w = matvec(q).to(dtype)
+        # Three-term recurrence, then one full reorthogonalisation pass against the whole basis
+        # (Golub & Van Loan, "Matrix Computations", 4th ed., sec. 10.3.1): the recurrence removes
+        # the large components, the pass removes what rounding leaves. Two reads of the basis.
+        alpha = torch.dot(q, w)
+        w = w.clone() if w.data_ptr() == q.data_ptr() else w  # in-place below: never the basis
+        w.addcmul_(q, alpha, value=-1)
+        if j > 0:
+            w.addcmul_(basis[j - 1], beta, value=-1)
         h = basis[: j + 1] @ w
-        w = w - basis[: j + 1].T @ h
-        h2 = basis[: j + 1] @ w
-        w = w - basis[: j + 1].T @ h2
+        w.addmv_(basis[: j + 1].T, h, alpha=-1)
         beta = torch.linalg.vector_norm(w)
-        alpha_j, beta_j = torch.stack([h[j] + h2[j], beta]).tolist()
+        alpha_j, beta_j = torch.stack([alpha + h[j], beta]).tolist()
         alphas.append(alpha_j)
         tri = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
         # torch's LAPACK, not numpy's: numpy's BLAS threads contend with torch's (ms per call).
@@ -129,7 +136,7 @@ def lanczos(
         if invariant or (j + 1 >= k and np.all(resid <= tol * scale)) or j + 1 == m_max:
             break
         betas.append(beta_j)
-        basis[j + 1] = w / beta
+        torch.div(w, beta, out=basis[j + 1])
     m = len(alphas)
     if len(idx) < k:
         raise RuntimeError(
