@@ -20,3 +20,10 @@ def test_auto_scale_keeps_accuracy_and_narrow_curves_linear():
     assert not prepare_curve(np.linspace(0.0, 1.0, 100), None, "auto").log
     assert not prepare_curve(np.linspace(0.5, 0.9, 100), None, "auto").log
     assert not prepare_curve(np.linspace(-1.0, 5.0, 100), None, "auto").log
+
+
+def test_auto_scale_keeps_a_rising_accuracy_linear_even_when_it_spans_decades():
+    acc = np.r_[np.full(100, 0.002), np.linspace(0.002, 0.99, 50), np.full(100, 0.99)]
+    assert not prepare_curve(acc, None, "auto").log
+    small_loss = np.geomspace(0.9, 0.0009, 250)  # a loss below 1 that falls 3 decades
+    assert prepare_curve(small_loss, None, "auto").log

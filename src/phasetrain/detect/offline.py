@@ -78,7 +78,8 @@ def detect_transitions(
     intervals). max_window (steps): the largest window (so transitions up to about that
     long are found); None: as large as the curve allows. Spikes of up to 3 records are
     removed before fitting. scale: "log" analyses log(values) (losses spanning
-    decades), "auto" picks log for positive curves whose values span a factor >= 10.
+    decades), "auto" picks log for positive curves whose values span a factor >= 10, except
+    rising curves bounded by 1 (accuracies).
     Curves with fewer than 8 finite points return [].
     """
     window = check_window_size(window_size)

@@ -14,7 +14,7 @@ from phasetrain.detect.offline import (
     scale_candidates,
     select,
 )
-from phasetrain.detect.prepare import AUTO_LOG_RATIO, Curve, check_scale, check_window_size
+from phasetrain.detect.prepare import Curve, check_scale, check_window_size, reads_as_log
 from phasetrain.detect.robust import NOISE_BLOCK, median7, noise_floor, noise_variance, quantum
 from phasetrain.detect.scan import scan_scale
 from phasetrain.detect.transition import Transition
@@ -36,8 +36,8 @@ class OnlineDetector:
     1.5 * max_window + check_every records for the widest ones. Up to that delay it reports
     what `detect_transitions(..., max_window=max_window)` reports on the same curve, except
     that the range test uses the range seen so far. Non-finite values (and values <= 0 on a
-    log scale) are ignored. scale="auto" picks log when the first 32 finite values are
-    positive and span a factor >= 10; pass scale="log" or "linear" to be certain.
+    log scale) are ignored. scale="auto" decides as `detect_transitions` does, on the first
+    32 finite values; pass scale="log" or "linear" to be certain.
     """
 
     def __init__(
@@ -113,8 +113,7 @@ class OnlineDetector:
         """After WARMUP records: fix the scale, the recording interval and the scales."""
         y = np.asarray(self._y)
         if self._log is None:
-            low, high = np.percentile(y, [1.0, 99.0]) if y.min() > 0 else (0.0, 0.0)
-            self._log = bool(y.min() > 0 and high >= AUTO_LOG_RATIO * low)
+            self._log = reads_as_log(y)
         if self._log:
             keep = y > 0
             self._t = [s for s, k in zip(self._t, keep) if k]

@@ -11,7 +11,7 @@ from phasetrain.detect.robust import quantum
 
 SCALES = ("auto", "linear", "log")
 # "auto" reads a curve on a log scale when it is positive and its robust spread
-# (99th over 1st percentile) covers at least this factor, as losses do.
+# (99th over 1st percentile) covers at least this factor, as losses do (see reads_as_log).
 AUTO_LOG_RATIO = 10.0
 
 
@@ -97,8 +97,11 @@ def prepare_curve(values: object, steps: object | None, scale: str) -> Curve:
 
 
 def reads_as_log(y: np.ndarray) -> bool:
-    """True for positive curves spanning a factor >= AUTO_LOG_RATIO (robustly)."""
+    """True for positive curves spanning a factor >= AUTO_LOG_RATIO (robustly), such as losses,
+    except rising curves bounded by 1 (accuracies), whose changes people read linearly."""
     if y.size < 2 or y.min() <= 0:
         return False
     low, high = np.percentile(y, [1.0, 99.0])
-    return bool(high >= AUTO_LOG_RATIO * low)
+    quarter = max(1, y.size // 4)
+    rising_fraction = y.max() <= 1 and np.median(y[-quarter:]) > np.median(y[:quarter])
+    return bool(high >= AUTO_LOG_RATIO * low and not rising_fraction)
