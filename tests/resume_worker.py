@@ -34,7 +34,7 @@ class DrawsFromGlobalRngs(Callback):
     """Consumes numpy and Python RNG each epoch and logs the draws, so lost RNG state shows in metrics."""
 
     def on_epoch_end(self, trainer, epoch, metrics):
-        trainer.history.log(trainer.state.step, {"np_draw": float(np.random.rand()), "py_draw": random.random()})
+        trainer.log_metrics(trainer.state.step, {"np_draw": float(np.random.rand()), "py_draw": random.random()})
 
 
 def main() -> None:

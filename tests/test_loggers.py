@@ -125,3 +125,38 @@ def test_make_loggers_rejects_duplicates_and_objects_that_are_not_loggers(tmp_pa
         make_loggers([42], tmp_path)
     with pytest.raises(TypeError, match="loggers"):
         make_loggers(3.5, tmp_path)
+
+
+def test_rewind_replaces_the_stream_with_the_history(tmp_path):
+    from phasetrain.history import MetricHistory
+    from phasetrain.loggers import CSVLogger, JsonlLogger
+
+    history = MetricHistory()
+    history.log(1, {"a": 1.0})
+    history.log(2, {"a": 2.0, "b": float("nan")})
+    jsonl, csv_sink = JsonlLogger(tmp_path / "m.jsonl"), CSVLogger(tmp_path / "m.csv")
+    for sink in (jsonl, csv_sink):
+        sink.log(1, {"a": 1.0})
+        sink.log(5, {"a": 9.0})  # logged after the checkpoint: must be forgotten
+        sink.rewind(history)
+        sink.log(3, {"a": 3.0})
+        sink.close()
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert lines == [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.0, "b": None}, {"step": 3, "a": 3.0}]
+    rows = (tmp_path / "m.csv").read_text().splitlines()
+    assert rows == ["step,metric,value", "1,a,1.0", "2,a,2.0", "2,b,nan", "3,a,3.0"]
+
+
+def test_a_new_trainer_starts_a_fresh_stream(tmp_path):
+    import torch
+    from torch import nn, optim
+
+    from phasetrain import PhaseTransitionTrainer
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 7, "train_loss": 1.0}\n')
+    model = nn.Linear(2, 2)
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                                     log_dir=tmp_path, log_freq=1, progress_bar=False)
+    trainer.train([(torch.randn(4, 2), torch.randint(0, 2, (4,)))], num_epochs=1)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert 7 not in steps and steps[0] == 1

@@ -21,6 +21,16 @@ def run_worker(log_dir: Path, *flags: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, timeout=120)
 
 
+def stream_values(log_dir: Path) -> list[tuple]:
+    """Every (step, metric, value) in metrics.jsonl, sorted (line grouping may differ)."""
+    triples = []
+    for line in (log_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        step = record.pop("step")
+        triples += [(step, name, value) for name, value in record.items()]
+    return sorted(triples, key=lambda t: (t[0], t[1]))
+
+
 def metrics_without_clock(log_dir: Path) -> dict:
     document = json.loads((log_dir / "metrics.json").read_text())
     for key in ("wall_time_s", "written_at", "log_dir"):
@@ -51,3 +61,4 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, uninterrupted, k
         assert torch.equal(actual["model"][name], tensor), name
     assert actual["step"] == expected["step"] == 40
     assert metrics_without_clock(tmp_path) == metrics_without_clock(uninterrupted)
+    assert stream_values(tmp_path) == stream_values(uninterrupted)  # no record from before the kill twice

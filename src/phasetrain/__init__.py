@@ -1,25 +1,45 @@
-"""phasetrain: train PyTorch models while recording gradients and curvature, and find phase transitions."""
-from phasetrain.accuracy import accuracy
-from phasetrain.callbacks import Callback, EarlyStopping, FunctionCallback
-from phasetrain.history import MetricHistory, load_metrics, save_metrics
-from phasetrain.monitors.base import Monitor, StepContext
-from phasetrain.monitors.gradients import global_grad_norm
-from phasetrain.monitors.weights import WeightNormMonitor
-from phasetrain.trainer import PhaseTransitionTrainer
+"""phasetrain: train PyTorch models while recording gradients and curvature, and find phase transitions.
+
+Names are imported on first use, so `phasetrain` on the command line (which reads run folders
+with numpy only) starts without importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PhaseTransitionTrainer",
-    "Callback",
-    "EarlyStopping",
-    "FunctionCallback",
-    "Monitor",
-    "StepContext",
-    "WeightNormMonitor",
-    "MetricHistory",
-    "load_metrics",
-    "save_metrics",
-    "accuracy",
-    "global_grad_norm",
-]
+_EXPORTS = {
+    "PhaseTransitionTrainer": "phasetrain.trainer",
+    "Callback": "phasetrain.callbacks",
+    "EarlyStopping": "phasetrain.callbacks",
+    "FunctionCallback": "phasetrain.callbacks",
+    "Monitor": "phasetrain.monitors.base",
+    "StepContext": "phasetrain.monitors.base",
+    "WeightNormMonitor": "phasetrain.monitors.weights",
+    "HessianMonitor": "phasetrain.monitors.hessian",
+    "global_grad_norm": "phasetrain.monitors.gradients",
+    "accuracy": "phasetrain.classification",
+    "MetricHistory": "phasetrain.history",
+    "load_metrics": "phasetrain.history",
+    "save_metrics": "phasetrain.history",
+    "detect_transitions": "phasetrain.detect",
+    "OnlineDetector": "phasetrain.detect",
+    "Transition": "phasetrain.detect",
+    "plot_run": "phasetrain.report",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'phasetrain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

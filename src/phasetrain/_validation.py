@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def check_int(name: str, value: Any, minimum: int = 1, allow_none: bool = False) -> None:

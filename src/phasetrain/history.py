@@ -13,7 +13,7 @@ import math
 import os
 from array import array
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -69,6 +69,23 @@ class MetricHistory:
         """The step of the most recent record of `name`, or None."""
         column = self._steps.get(name)
         return column[-1] if column else None
+
+    def records(self) -> Iterator[tuple[int, dict[str, float]]]:
+        """(step, {name: value}) for every step with a record, in step order; metrics within a
+        step in the order they were first logged."""
+        names = self.names()
+        if not names:
+            return
+        steps = np.concatenate([self.steps(name) for name in names])
+        values = np.concatenate([self.values(name) for name in names])
+        which = np.concatenate([np.full(len(self._steps[name]), i) for i, name in enumerate(names)])
+        order = np.lexsort((which, steps))
+        steps, values, which = steps[order].tolist(), values[order].tolist(), which[order].tolist()
+        start = 0
+        for end in range(1, len(steps) + 1):
+            if end == len(steps) or steps[end] != steps[start]:
+                yield steps[start], {names[which[i]]: values[i] for i in range(start, end)}
+                start = end
 
     def _column(self, table: dict[str, array], name: str) -> array:
         if name not in table:

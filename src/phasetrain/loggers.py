@@ -8,13 +8,16 @@ numbers for other tools (`tail -f`, pandas, TensorBoard).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 from pathlib import Path
 from typing import IO, Iterable, Mapping, Protocol, runtime_checkable
 
+from phasetrain._io import atomic_write
 from phasetrain._validation import check_int
+from phasetrain.history import MetricHistory
 
 DEFAULT_FLUSH_EVERY = 100
 
@@ -46,6 +49,37 @@ class _FileLogger:
         self._flush_every = flush_every
         self._pending = 0
         self._file: IO[str] = open(self.path, "a", encoding="utf-8", newline="")
+
+    def rewind(self, history: MetricHistory) -> None:
+        """Replace the file's contents with `history`'s records, atomically, and keep appending.
+
+        The trainer calls this when it starts (empty history: a fresh stream) and when it resumes
+        (the checkpoint's history: records logged after the checkpoint are forgotten).
+        """
+        self._file.close()
+
+        def write(f: IO[bytes]) -> None:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            self._write_header(text)
+            for step, record in history.records():
+                self._write_record(text, step, record)
+            text.flush()
+            text.detach()
+
+        atomic_write(self.path, write)
+        self._file = open(self.path, "a", encoding="utf-8", newline="")
+        self._pending = 0
+
+    def _write_header(self, file: IO[str]) -> None:
+        """Written at the top of a new file (nothing by default)."""
+
+    def _write_record(self, file: IO[str], step: int, metrics: Mapping[str, float | None]) -> None:
+        raise NotImplementedError
+
+    def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
+        """Append the record of `step`."""
+        self._write_record(self._file, int(step), metrics)
+        self._wrote_record()
 
     def _wrote_record(self) -> None:
         self._pending += 1
@@ -80,15 +114,13 @@ class JsonlLogger(_FileLogger):
     def __init__(self, path: str | os.PathLike, flush_every: int = DEFAULT_FLUSH_EVERY) -> None:
         super().__init__(path, flush_every)
 
-    def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
-        """Append the record of `step` as one line."""
-        record: dict[str, float | int | None] = {"step": int(step)}
+    def _write_record(self, file: IO[str], step: int, metrics: Mapping[str, float | None]) -> None:
+        record: dict[str, float | int | None] = {"step": step}
         for name, value in metrics.items():
             if value is not None:
                 value = float(value)
                 record[name] = value if math.isfinite(value) else None
-        self._file.write(_ENCODER.encode(record) + "\n")
-        self._wrote_record()
+        file.write(_ENCODER.encode(record) + "\n")
 
 
 class CSVLogger(_FileLogger):
@@ -103,17 +135,16 @@ class CSVLogger(_FileLogger):
 
     def __init__(self, path: str | os.PathLike, flush_every: int = DEFAULT_FLUSH_EVERY) -> None:
         super().__init__(path, flush_every)
-        self._writer = csv.writer(self._file, lineterminator="\n")
         if self._file.tell() == 0:
-            self._writer.writerow(self.HEADER)
+            self._write_header(self._file)
 
-    def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
-        """Append one row per metric of the record at `step`."""
-        step = int(step)
-        self._writer.writerows(
+    def _write_header(self, file: IO[str]) -> None:
+        csv.writer(file, lineterminator="\n").writerow(self.HEADER)
+
+    def _write_record(self, file: IO[str], step: int, metrics: Mapping[str, float | None]) -> None:
+        csv.writer(file, lineterminator="\n").writerows(
             (step, name, repr(float(value))) for name, value in metrics.items() if value is not None
         )
-        self._wrote_record()
 
 
 class TensorBoardLogger:

@@ -23,7 +23,7 @@ from torch import nn
 from phasetrain import _validation as check
 from phasetrain import parallel
 from phasetrain.accumulate import EpochTotals, StepAccumulator
-from phasetrain.accuracy import batch_accuracy, batch_correct
+from phasetrain.classification import batch_accuracy, batch_correct
 from phasetrain.batches import as_device, batch_size, check_loader, move_to_device, split_batch
 from phasetrain.callbacks import Callback, EarlyStopping, FunctionCallback
 from phasetrain.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint_file, save_checkpoint, step_checkpoints
@@ -142,6 +142,7 @@ class PhaseTransitionTrainer:
             self._prepare_log_dir()
         self._loggers = make_loggers(loggers, self.log_dir) if self.is_main_process else []
         self.history = MetricHistory()
+        self._rewind_streams()
         self.watcher = TransitionWatcher(watch_metrics, watch_window)
         self.state = RunState()
         self.should_stop = False
@@ -242,6 +243,11 @@ class PhaseTransitionTrainer:
             self.save_metrics()
 
     _log_step = log_step
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Record extra named values at `step` (e.g. from a callback): into the history, the
+        file streams and the online detectors, like every built-in metric."""
+        self._record(step, {name: float(value) for name, value in metrics.items()})
 
     def grad_norm(self) -> float:
         """Global L2 norm of the model's current gradients: the one-liner for hand-written loops."""
@@ -439,10 +445,15 @@ class PhaseTransitionTrainer:
         for monitor, state in zip(self.monitors, checkpoint["monitors"]):
             monitor.load_state_dict(state)
         self.watcher.load_state_dict(checkpoint["watcher"])
-        for sink in self._loggers:  # file streams forget the records after the checkpoint
+        self._rewind_streams()
+        return checkpoint["rng_epoch_start"], checkpoint["rng"]
+
+    def _rewind_streams(self) -> None:
+        """File streams (metrics.jsonl, metrics.csv) restart from the history: empty for a new
+        run, the checkpoint's records after a resume."""
+        for sink in self._loggers:
             if hasattr(sink, "rewind"):
                 sink.rewind(self.history)
-        return checkpoint["rng_epoch_start"], checkpoint["rng"]
 
     # ------------------------------------------------------------------ set-up helpers
     def _prepare_log_dir(self) -> None:
