@@ -24,6 +24,7 @@ Writes a table to stdout and benchmarks/results/curvature.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib
 import json
@@ -205,19 +206,24 @@ def run_phasetrain(model, x, y, k, seed, v0=None, hvp_factory=None, tol=1e-3):
     return res.eigenvalues.tolist(), counter.calls, res
 
 
-def run_pyhessian(model, x, y, k, seed):
+@contextlib.contextmanager
+def pyhessian_counted(model: nn.Module):
+    """PyHessian's module with its HVP function wrapped in a Counter; restores both after."""
     ph = importlib.import_module("pyhessian.hessian")  # the package re-exports a class of that name
-
     original = ph.hessian_vector_product
     counter = Counter(lambda args: original(*args))
     ph.hessian_vector_product = lambda *args: counter(args)
     try:
-        torch.manual_seed(seed)
-        comp = ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
-        values, _ = comp.eigenvalues(top_n=k)
+        yield ph, counter
     finally:
         ph.hessian_vector_product = original
         model.zero_grad(set_to_none=True)  # PyHessian leaves create_graph gradients in .grad
+
+
+def run_pyhessian(model, x, y, k, seed):
+    with pyhessian_counted(model) as (ph, counter):
+        torch.manual_seed(seed)
+        values, _ = ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False).eigenvalues(top_n=k)
     return [float(v) for v in values], counter.calls
 
 
@@ -351,21 +357,14 @@ def diagonal_rows(model, x, y, clock, seeds, exact_by: str) -> dict:
 
 
 def pyhessian_trace(model, x, y, seed, n, clock) -> dict:
-    ph = importlib.import_module("pyhessian.hessian")  # the package re-exports a class of that name
-
-    original = ph.hessian_vector_product
-    counter = Counter(lambda args: original(*args))
-    ph.hessian_vector_product = lambda *args: counter(args)
     try:
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        traces, steps, seconds = clock.measure(
-            lambda: ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False).trace())
+        with pyhessian_counted(model) as (ph, counter):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            traces, steps, seconds = clock.measure(
+                lambda: ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False).trace())
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"[:200]}
-    finally:
-        ph.hessian_vector_product = original
-        model.zero_grad(set_to_none=True)
     return {"mean": float(np.mean(traces)) / n, "steps": steps, "seconds": seconds, "hvps": counter.calls}
 
 
