@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from phasetrain.curvature.diagonal import diagonal_statistics
 from phasetrain.curvature.lanczos import lanczos
