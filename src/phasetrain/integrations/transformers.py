@@ -1,0 +1,178 @@
+"""phasetrain inside the Hugging Face Trainer: `PhaseTransitionTrainerCallback`.
+
+Where each number comes from (transformers 5.x `Trainer._inner_training_loop`):
+- `train_loss`, `lr`, `grad_norm`: HF's own log record at each logging step (`logging_steps`):
+  `loss` (mean over the steps since the last log, as the trainer's train_loss), `learning_rate`,
+  and `grad_norm`. HF calls `on_pre_optimizer_step` AFTER clipping (`max_grad_norm`, default 1.0),
+  so the gradients a callback sees there are clipped; HF's `grad_norm` is the pre-clipping norm
+  (the value its `clip_grad_norm_` returns), which is our definition. It is the norm of the
+  logging step itself, not a mean over the window: set `logging_steps=1` for every step;
+- monitors (weight norm every logging step, curvature, yours) run in `on_pre_optimizer_step`,
+  after backward and before the update of step s. The Trainer hands callbacks no batch, so
+  curvature needs fixed `hessian_batches`: dict batches as your collator yields them, with a
+  "labels" entry, on which the model returns its own `loss`;
+- `val_loss`, `val_acc`: `metrics["eval_loss"]` and `metrics["eval_accuracy"]` (or "eval_acc";
+  `compute_metrics` returning {"accuracy": ...} gives it) in `on_evaluate`;
+- step s is `state.global_step` after the s-th optimizer step (1-based); `epoch` is the 0-based
+  epoch in progress (HF's fractional epoch rounded up, minus one).
+`metrics.jsonl` streams every record; `metrics.json` is rewritten at evaluations, epoch ends,
+checkpoint saves and at the end of training. On a resume (`trainer.train(resume_from_checkpoint=...)`)
+the records of `log_dir/metrics.json` up to the checkpoint's step are kept.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from phasetrain.integrations._recorder import RecorderConfig, RecorderViews, RunRecorder, TransitionHook
+from phasetrain.monitors.base import Monitor, StepContext
+from phasetrain.summary import KEY_METRICS
+
+try:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+except ImportError as error:  # the extra is optional; say how to get it
+    raise ImportError(
+        "phasetrain.integrations.transformers needs transformers and accelerate: pip install 'phasetrain[transformers]'"
+    ) from error
+
+VAL_KEYS = {"val_loss": ("eval_loss",), "val_acc": ("eval_accuracy", "eval_acc")}
+
+
+class KeywordModel(nn.Module):
+    """`model(**dict(zip(keys, tensors)))` as `forward(*tensors)`: HF models take keyword batches,
+    phasetrain's curvature code calls `model(*inputs)`. Shares (does not copy) the parameters."""
+
+    def __init__(self, model: nn.Module, keys: Sequence[str]) -> None:
+        super().__init__()
+        self.model, self.keys = model, tuple(keys)
+
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        return self.model(**dict(zip(self.keys, tensors)))
+
+
+def model_loss(outputs: Any, targets: Any) -> torch.Tensor:
+    """The loss an HF model computed itself (`outputs["loss"]`); `targets` only size the batch."""
+    return outputs["loss"]
+
+
+def keyword_batches(batches: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[tuple[list, Any]]]:
+    """(keys, [(inputs, labels)]) from dict batches, for the curvature code; checks their shape."""
+    if not isinstance(batches, (list, tuple)) or not batches:
+        raise ValueError(f"hessian_batches must be a non-empty list of dict batches, got {batches!r}")
+    keys = None
+    pairs = []
+    for index, batch in enumerate(batches):
+        if not isinstance(batch, Mapping) or not all(isinstance(v, torch.Tensor) for v in batch.values()):
+            raise TypeError(f"hessian_batches[{index}] must be a dict of tensors (a collated batch), got {type(batch).__name__}")
+        if "labels" not in batch:
+            raise ValueError(f"hessian_batches[{index}] must have a 'labels' entry so the model returns a loss; "
+                             f"keys are {sorted(batch)}")
+        if keys is None:
+            keys = list(batch)
+        elif sorted(batch) != sorted(keys):
+            raise ValueError(f"hessian_batches[{index}] has keys {sorted(batch)}, the first batch has {sorted(keys)}")
+        pairs.append(([batch[k] for k in keys], batch["labels"]))
+    return keys, pairs
+
+
+class PhaseTransitionTrainerCallback(RecorderViews, TrainerCallback):
+    """Weight-norm and curvature monitors, phasetrain's metric names, `metrics.json` and transition
+    detection for a Hugging Face `Trainer` run (see the module notes for each number's source).
+
+    Arguments mean what they mean for `PhaseTransitionTrainer`; records follow HF's
+    `logging_steps`, so there is no `log_freq`. `track_gradients=False` drops HF's grad_norm.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | Path,
+        track_gradients: bool = True,
+        track_hessian: bool = False,
+        hessian_method: str = "diagonal",
+        hessian_freq: int = 100,
+        monitors: Sequence[Monitor] = (),
+        *,
+        hessian_k: int = 3,
+        hessian_batches: Sequence[Mapping[str, torch.Tensor]] | None = None,
+        watch_metrics: Sequence[str] = KEY_METRICS,
+        watch_window: int = 100,
+        on_phase_transition: TransitionHook | None = None,
+    ) -> None:
+        if track_hessian and hessian_batches is None:
+            raise ValueError("hessian_batches is required when track_hessian=True: the HF Trainer gives callbacks no "
+                             "batch; pass a list of collated dict batches with 'labels', got hessian_batches=None")
+        keys, pairs = keyword_batches(hessian_batches) if hessian_batches is not None else (None, None)
+        config = RecorderConfig(log_dir, 10, bool(track_gradients), bool(track_hessian), hessian_method, hessian_freq,
+                                hessian_k, pairs, tuple(monitors), watch_metrics, watch_window,
+                                on_phase_transition)
+        self.recorder = RunRecorder(config, "transformers")
+        self._keys = keys
+        self._wrapped: KeywordModel | None = None
+
+    # ------------------------------------------------------------------ TrainerCallback events
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: nn.Module | None = None, **kwargs: Any) -> None:
+        if args.logging_strategy == "steps":
+            self.recorder.set_log_freq(int(state.logging_steps))
+        if state.global_step > 0 and not len(self.recorder.history):
+            self.recorder.restore_from_file(state.global_step)
+        self.recorder.start(_device(model))
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                              model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any) -> None:
+        step = state.global_step + 1
+        if model is None or not any(monitor.should_run(step) for monitor in self.recorder.monitors):
+            return
+        ctx = StepContext(self._keyword_model(model), model_loss, getattr(optimizer, "optimizer", optimizer), step,
+                          _epoch(state.epoch), (None, None), _device(model))
+        self.recorder.run_monitors(ctx)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not logs or "loss" not in logs:
+            return
+        record = {"train_loss": logs["loss"], "lr": logs.get("learning_rate"), "epoch": _epoch(state.epoch)}
+        if self.recorder.config.track_gradients:
+            record["grad_norm"] = logs.get("grad_norm")
+        self.recorder.record(state.global_step, record)
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        metrics = metrics or {}
+        found = {name: next((metrics[k] for k in keys if k in metrics), None) for name, keys in VAL_KEYS.items()}
+        self.recorder.record(state.global_step, found)
+        self.recorder.save()
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self.recorder.counters["epochs_run"] += 1
+        self.recorder.save()
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self.recorder.save()
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self.recorder.finish()
+
+    # ------------------------------------------------------------------ helpers
+    def _keyword_model(self, model: nn.Module) -> nn.Module:
+        """The model as monitors call it: wrapped for keyword batches when curvature is tracked."""
+        if self._keys is None:
+            return model
+        if self._wrapped is None or self._wrapped.model is not model:
+            self._wrapped = KeywordModel(model, self._keys)
+        return self._wrapped
+
+
+def _device(model: nn.Module | None) -> torch.device:
+    parameter = next(model.parameters(), None) if model is not None else None
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _epoch(epoch: float | None) -> int:
+    """HF's fractional epoch (1.0 = end of the first) as the 0-based epoch in progress."""
+    return max(math.ceil(round(epoch or 0.0, 6)) - 1, 0)
