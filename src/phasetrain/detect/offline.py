@@ -1,6 +1,7 @@
 """Offline detection of abrupt level changes in a whole training curve."""
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ from phasetrain.detect.transition import Transition
 
 MIN_SIDE_POINTS = 3  # points a side window needs for a line fit with a usable residual
 MIN_CURVE_POINTS = 2 * MIN_SIDE_POINTS + 2  # shorter curves hold no testable change: []
-DEFAULT_WINDOW_FRACTION = 1 / 50  # window_size=None: 2% of the curve's span ...
+DEFAULT_WINDOW_FRACTION = 1 / 100  # window_size=None: 1% of the curve's span ...
 DEFAULT_WINDOW_POINTS = 8  # ... but at least 8 recording intervals
 MIN_QUANTA = 5  # a change of quantised values (accuracy on n examples) must span 5 grid steps
 MAX_WINDOW_SPANS = 8  # a window_size above 1/8 of the span is reduced to it (else nothing fits)
@@ -74,7 +75,7 @@ def detect_transitions(
     on either side of a gap of the same length, so a change counts when it completes within
     about the gap and is fast against the trend on both sides. Windows hold at least 3
     records, so on sparse curves the smallest window is 3 recording intervals; a window_size
-    above 1/8 of the curve's span is reduced to that. None: 2% of the span (at least 8
+    above 1/8 of the curve's span is reduced to that. None: 1% of the span (at least 8
     intervals). max_window (steps): the largest window (so transitions up to about that
     long are found); None: as large as the curve allows. Spikes of up to 3 records are
     removed before fitting. scale: "log" analyses log(values) (losses spanning
@@ -117,21 +118,34 @@ def select(
     A candidate within the reach of an accepted one (or of a `prior` (step, reach) pair) is
     the same change seen again and is dropped; the finest scale wins, which keeps close
     transitions apart. Each accepted one is then measured at the scale that sees all of it.
+    Sorted step lists keep this O(C log C) in the number of candidates C.
     """
     integer_steps = bool(np.all(curve.t == np.round(curve.t)))
-    taken = list(prior)
+    taken: list[float] = []  # accepted here, sorted; their reach is <= any later candidate's
     accepted: list[tuple[Candidate, Transition]] = []
     for cand in candidates:
-        if any(abs(cand.step - step) <= max(cand.reach, reach) for step, reach in taken):
+        if any(abs(cand.step - step) <= max(cand.reach, reach) for step, reach in prior):
+            continue
+        if count_within(taken, cand.step, cand.reach):
             continue
         found = describe(curve, smooth, cand, integer_steps)
         if found is not None:
             accepted.append((cand, found))
-            taken.append((cand.step, cand.reach))
-    others = [step for step, _ in taken]
-    return [
-        (cand, widest(curve, smooth, cand, found, candidates, others, integer_steps)) for cand, found in accepted
-    ]
+            bisect.insort(taken, cand.step)
+    others = sorted(taken + [step for step, _ in prior])
+    by_scale: dict[float, list[Candidate]] = {}
+    for cand in candidates:
+        by_scale.setdefault(cand.reach, []).append(cand)
+    scales = []
+    for reach, group in sorted(by_scale.items()):
+        group = sorted(group, key=lambda c: c.step)
+        scales.append((reach, [c.step for c in group], group))
+    return [(cand, widest(curve, smooth, cand, found, scales, others, integer_steps)) for cand, found in accepted]
+
+
+def count_within(sorted_steps: list[float], step: float, reach: float) -> int:
+    """How many of `sorted_steps` lie within `reach` of `step` (inclusive)."""
+    return bisect.bisect_right(sorted_steps, step + reach) - bisect.bisect_left(sorted_steps, step - reach)
 
 
 def widest(
@@ -139,30 +153,31 @@ def widest(
     smooth: np.ndarray,
     cand: Candidate,
     found: Transition,
-    candidates: list[Candidate],
+    scales: list[tuple[float, list[float], list[Candidate]]],
     others: list[float],
     integer_steps: bool,
 ) -> Transition:
     """Re-measure a transition at the scale that sees all of it.
 
     The finest scale that detects a change separates neighbouring transitions best, but a
-    change wider than its gap is seen only in part. Among the coarser candidates at the same
-    place whose windows hold no other transition, take the finest one whose jump is within
-    10% of the largest.
+    change wider than its gap is seen only in part. Among the coarser candidates (`scales`:
+    (reach, their steps, candidates sorted by step), finest first) at the same place whose windows hold
+    no other transition (`others`: sorted accepted steps), take the finest one whose jump is
+    within 10% of the largest.
     """
-    pool = [
-        c
-        for c in candidates
-        if c.reach > cand.reach
-        and abs(c.step - cand.step) <= cand.reach
-        and all(o == cand.step or abs(o - c.step) > c.reach for o in others)
-    ]
+    pool = []
+    for reach, steps, group in scales:
+        if reach <= cand.reach:
+            continue
+        lo = bisect.bisect_left(steps, cand.step - cand.reach)
+        hi = bisect.bisect_right(steps, cand.step + cand.reach)
+        pool += [c for c in group[lo:hi] if count_within(others, c.step, c.reach) == 1]
     if not pool:
         return found
     largest = max(abs(c.scan.jump[c.index]) for c in pool)
     if largest <= 1.1 * abs(cand.scan.jump[cand.index]):
         return found
-    for c in sorted(pool, key=lambda c: c.reach):
+    for c in pool:  # finest first
         if abs(c.scan.jump[c.index]) >= 0.9 * largest:
             wider = describe(curve, smooth, c, integer_steps)
             if wider is not None and wider.direction == found.direction:
