@@ -19,8 +19,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# backpack-for-pytorch pulls a PyPI torchvision that does not match the local torch build and
+# breaks `import lightning`; the benchmarks do not need torchvision, so it is removed again.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	$(PY) -m pip uninstall --quiet -y torchvision
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/curvature.py
 	$(PY) benchmarks/detection.py
