@@ -1,0 +1,124 @@
+"""The CUDA path: device auto-detection, curvature on the GPU, mixed precision, resume.
+
+Skipped where no GPU is present (CI); run on a GPU machine with `pytest tests/gpu`.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn, optim
+
+from phasetrain import PhaseTransitionTrainer
+from phasetrain.curvature import HessianOperator, lanczos
+from phasetrain.monitors.hessian import HessianMonitor
+from phasetrain.monitors.base import StepContext
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def data(n_batches=6, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(32, 8, generator=generator), torch.randint(0, 3, (32,), generator=generator))
+            for _ in range(n_batches)]
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 3))
+
+
+def test_device_is_auto_detected_and_a_run_completes_on_cuda(tmp_path):
+    model = mlp()
+    trainer = PhaseTransitionTrainer(model, optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
+                                     log_dir=tmp_path, log_freq=2, progress_bar=False, track_hessian=True,
+                                     hessian_method="eigenvalues", hessian_freq=3)
+    assert trainer.device.type == "cuda" and next(model.parameters()).is_cuda
+    results = trainer.train(data(), data(2, seed=1), num_epochs=2)
+    assert results["total_training_steps"] == 12
+    for name in ("train_loss", "train_acc", "grad_norm", "val_loss", "hessian_eig_1"):
+        assert name in trainer.history, name
+    cpu_model = mlp(seed=5)
+    cpu = PhaseTransitionTrainer(cpu_model, optim.Adam(cpu_model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
+                                 device="cpu", log_dir=tmp_path / "cpu", progress_bar=False)
+    checkpoint = cpu.load_checkpoint(tmp_path / "final_model.pt")
+    assert checkpoint["step"] == 12
+    for (name, gpu_value), cpu_value in zip(model.state_dict().items(), cpu_model.state_dict().values()):
+        assert torch.equal(gpu_value.cpu(), cpu_value), name
+
+
+def test_hessian_eigenvalues_on_cuda_match_cpu():
+    model = mlp().double()
+    batch = (data(1)[0][0].double(), data(1)[0][1])
+    values = {}
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        monitor = HessianMonitor(method="eigenvalues", freq=1, k=3, batches=[batch])
+        ctx = StepContext(model, nn.functional.cross_entropy, optim.SGD(model.parameters(), lr=0.1), 1, 0, batch,
+                          torch.device(device))
+        values[device] = monitor.compute(ctx)
+    for name in ("hessian_eig_1", "hessian_eig_2", "hessian_eig_3", "hessian_eos_ratio"):
+        assert values["cuda"][name] == pytest.approx(values["cpu"][name], rel=1e-6), name
+
+
+def test_lanczos_stays_on_the_gpu_and_matches_eigvalsh():
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.randn(200, 200, device="cuda", dtype=torch.float64, generator=generator)
+    matrix = (a + a.T) / 2
+    result = lanczos(lambda v: matrix @ v, 200, k=3, tol=1e-8, generator=generator, dtype=torch.float64,
+                     device=torch.device("cuda"))
+    exact = torch.linalg.eigvalsh(matrix).flip(0)[:3]
+    torch.testing.assert_close(result.eigenvalues.to(exact.device), exact, rtol=1e-6, atol=1e-8)
+
+
+def test_hessian_operator_matvec_on_cuda_equals_dense():
+    model = mlp().double().cuda()
+    inputs, targets = data(1)[0]
+    inputs, targets = inputs.double().cuda(), targets.cuda()
+    params = dict(model.named_parameters())
+    flat = torch.cat([p.detach().flatten() for p in params.values()])
+    shapes = [(name, p.shape, p.numel()) for name, p in params.items()]
+
+    def loss_of(vector):
+        tensors, offset = {}, 0
+        for name, shape, size in shapes:
+            tensors[name] = vector[offset:offset + size].view(shape)
+            offset += size
+        return nn.functional.cross_entropy(torch.func.functional_call(model, tensors, (inputs,)), targets)
+
+    dense = torch.func.hessian(loss_of)(flat)
+    v = torch.randn(flat.numel(), device="cuda", dtype=torch.float64)
+    with HessianOperator(model, nn.functional.cross_entropy, [(inputs, targets)]) as operator:
+        torch.testing.assert_close(operator.matvec(v), dense @ v, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda(tmp_path, precision):
+    model = mlp()
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                                     log_dir=tmp_path, log_freq=1, progress_bar=False, precision=precision)
+    trainer.train(data(), num_epochs=1)
+    reference_model = mlp()
+    reference = PhaseTransitionTrainer(reference_model, optim.SGD(reference_model.parameters(), lr=0.1),
+                                       nn.CrossEntropyLoss(), log_dir=tmp_path / "fp32", log_freq=1, progress_bar=False)
+    reference.train(data(), num_epochs=1)
+    assert trainer.history.values("grad_norm")[0] == pytest.approx(reference.history.values("grad_norm")[0], rel=3e-2)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    if precision == "fp16":
+        assert trainer._update.scaler.get_scale() > 1000
+
+
+def test_resume_on_cuda_matches_uninterrupted(tmp_path):
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def run(log_dir, epochs, resume=None):
+        model = mlp()
+        trainer = PhaseTransitionTrainer(model, optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
+                                         log_dir=log_dir, log_freq=2, checkpoint_freq=3, progress_bar=False)
+        trainer.train(data(), num_epochs=epochs, resume_from=resume)
+        return model
+
+    full = run(tmp_path / "full", 3)
+    run(tmp_path / "part", 2)
+    resumed = run(tmp_path / "part", 3, resume="latest")
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
