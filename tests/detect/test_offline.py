@@ -213,3 +213,12 @@ def test_quantised_accuracy_with_a_real_jump_is_found():
     acc = np.round(np.where(t > 1000, 0.8, 0.3) + rng.normal(0, 0.02, t.size), 2)
     (tr,) = detect_transitions(acc, t, 50)
     assert tr.step == 1001 and tr.level_after - tr.level_before == pytest.approx(0.5, abs=0.03)
+
+
+def test_square_wave_with_many_transitions_finds_each_with_alternating_direction():
+    rng = np.random.default_rng(16)
+    t = np.arange(1, 100_001)
+    y = np.where((t - 1) // 2000 % 2 == 0, 1.0, 0.0) + rng.normal(0, 0.05, t.size)
+    found = detect_transitions(y, t)  # default window: 1% of the run = 1000 steps
+    assert steps_of(found) == list(range(2001, 100_001, 2000))
+    assert [tr.direction for tr in found] == ["down", "up"] * 24 + ["down"]

@@ -115,8 +115,8 @@ def select(
 ) -> list[tuple[Candidate, Transition]]:
     """Turn candidates (finest scale first, strongest first within a scale) into transitions.
 
-    A candidate within the reach of an accepted one (or of a `prior` (step, reach) pair) is
-    the same change seen again and is dropped; the finest scale wins, which keeps close
+    A candidate whose change lies within its reach of an accepted one (or of a `prior`
+    (step, reach) pair) is the same change seen again, or two merged, and is dropped; the finest scale wins, which keeps close
     transitions apart. Each accepted one is then measured at the scale that sees all of it.
     Sorted step lists keep this O(C log C) in the number of candidates C.
     """
@@ -124,14 +124,19 @@ def select(
     taken: list[float] = []  # accepted here, sorted; their reach is <= any later candidate's
     accepted: list[tuple[Candidate, Transition]] = []
     for cand in candidates:
-        if any(abs(cand.step - step) <= max(cand.reach, reach) for step, reach in prior):
-            continue
-        if count_within(taken, cand.step, cand.reach):
+        # an accepted change inside this candidate's gap is the change it sees: skip unmeasured
+        if count_within(taken, cand.step, (cand.scan.geometry.gap + 0.5) * cand.scan.geometry.delta):
             continue
         found = describe(curve, smooth, cand, integer_steps)
-        if found is not None:
-            accepted.append((cand, found))
-            bisect.insort(taken, cand.step)
+        if found is None:
+            continue
+        # the centre of a candidate may sit anywhere in its gap; where the change is, is `found.step`
+        if any(abs(found.step - step) <= max(cand.reach, reach) for step, reach in prior):
+            continue
+        if count_within(taken, found.step, cand.reach):
+            continue
+        accepted.append((cand, found))
+        bisect.insort(taken, float(found.step))
     others = sorted(taken + [step for step, _ in prior])
     by_scale: dict[float, list[Candidate]] = {}
     for cand in candidates:
@@ -171,7 +176,7 @@ def widest(
             continue
         lo = bisect.bisect_left(steps, cand.step - cand.reach)
         hi = bisect.bisect_right(steps, cand.step + cand.reach)
-        pool += [c for c in group[lo:hi] if count_within(others, c.step, c.reach) == 1]
+        pool += [c for c in group[lo:hi] if count_within(others, c.step, c.reach) <= 1]
     if not pool:
         return found
     largest = max(abs(c.scan.jump[c.index]) for c in pool)
@@ -234,12 +239,17 @@ def scale_candidates(
     idx = np.flatnonzero(ok)
     if idx.size == 0:
         return []
+    # Within a run, centres whose windows are clean fit their lines to the noise level; a
+    # window that reaches into the next change fits badly (and may even show a larger jump).
+    # So the run's centre is the one with the best score discounted by the misfit.
+    fit_score = score / np.maximum(1.0, scan.scatter / np.maximum(scan.noise, 1e-300))
     run_starts = np.flatnonzero(np.diff(idx, prepend=-2) > 1)
-    best = np.maximum.reduceat(score[idx], run_starts)
+    best = np.maximum.reduceat(fit_score[idx], run_starts)
     picks = []
     for start, stop, top in zip(run_starts, np.append(run_starts[1:], idx.size), best):
         run = idx[start:stop]
-        picks.append(Candidate(scan, int(run[np.argmax(score[run] >= top)]), float(top)))
+        at = int(run[np.argmax(fit_score[run] >= top)])
+        picks.append(Candidate(scan, at, float(score[at])))
     return sorted(picks, key=lambda c: -c.score)
 
 

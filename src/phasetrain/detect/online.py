@@ -164,7 +164,7 @@ class OnlineDetector:
         curve = Curve(t=t, y=y, log=bool(self._log), quantum=grid)
         prior = [(s, r) for s, r in self._taken]
         chosen = select(curve, smooth, candidates, prior)
-        self._taken += [[cand.step, cand.reach] for cand, _ in chosen]
+        self._taken += [[float(found.step), cand.reach] for cand, found in chosen]
         self._trim()
         found = sorted((tr for _, tr in chosen), key=lambda tr: tr.step)
         return [tr.with_metric(self.metric) for tr in found]

@@ -48,7 +48,8 @@ class ScaleScan:
     x the continuous bin coordinate (t - t0) / delta - 0.5; slopes are per bin (0 where the
     side's mean is the better level estimate). trend: how far the steeper fitted side line moves over
     two windows (the trend a jump must beat). se: standard error of the jump from the local
-    noise; scatter: the larger residual sigma of the two side fits.
+    noise; scatter: the larger residual sigma of the two side fits; noise: the larger local
+    noise sigma of the two sides.
     """
 
     geometry: Geometry
@@ -61,6 +62,7 @@ class ScaleScan:
     trend: np.ndarray
     se: np.ndarray
     scatter: np.ndarray
+    noise: np.ndarray
     valid: np.ndarray
 
     @property
@@ -131,10 +133,10 @@ def scan_scale(
         sloped = extrapolated <= flat
         slope = np.where(sloped, fitted, 0.0)
         level = ybar - slope * xbar
-        return level, slope, fitted, np.where(sloped, extrapolated, flat), scatter2, ok
+        return level, slope, fitted, np.where(sloped, extrapolated, flat), scatter2, noise2, ok
 
-    lv_l, sl_l, fit_l, var_l, sc_l, ok_l = fit(centre - reach, centre - geo.gap)
-    lv_r, sl_r, fit_r, var_r, sc_r, ok_r = fit(centre + geo.gap + 1, centre + reach + 1)
+    lv_l, sl_l, fit_l, var_l, sc_l, no_l, ok_l = fit(centre - reach, centre - geo.gap)
+    lv_r, sl_r, fit_r, var_r, sc_r, no_r, ok_r = fit(centre + geo.gap + 1, centre + reach + 1)
 
     return ScaleScan(
         geometry=geo,
@@ -147,5 +149,6 @@ def scan_scale(
         trend=np.maximum(np.abs(fit_l), np.abs(fit_r)) * (2 * geo.gap + geo.side),
         se=np.sqrt(var_l + var_r),
         scatter=np.sqrt(np.maximum(sc_l, sc_r)),
+        noise=np.sqrt(np.maximum(no_l, no_r)),
         valid=ok_l & ok_r,
     )
