@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-frac", type=float, default=None,
                         help="fraction of the p*p pairs trained on; default 0.3, --small 0.5")
     parser.add_argument("--hessian-freq", type=int, default=None,
-                        help="steps between top-Hessian-eigenvalue measurements; default 100, --small 50")
+                        help="steps between top-Hessian-eigenvalue measurements (each costs about 45 "
+                             "training steps); default 100, --small 50")
     parser.add_argument("--small", action="store_true",
                         help="a reduced run for CI (p=59, 50%% of pairs, 800 steps) that still groks")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
