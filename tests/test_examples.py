@@ -61,6 +61,15 @@ def test_grokking_run_folder_holds_curvature_and_weight_norm(grokking: dict) -> 
         assert f'"{name}"' in text
 
 
+@pytest.mark.xfail(reason="online detector state holds numpy.float64 low/high (detect/online.py), which "
+                          "torch.load(weights_only=True) refuses; reported to the detection owner", strict=False)
+def test_grokking_final_checkpoint_loads_safely(grokking: dict) -> None:
+    from phasetrain.checkpoint import load_checkpoint_file
+
+    checkpoint = load_checkpoint_file(Path(grokking["log_dir"]) / "final_model.pt")
+    assert checkpoint["step"] == 800
+
+
 def test_grokking_rejects_steps_that_are_not_whole_epochs(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         load_example("grokking").main(["--steps", "15", "--quiet"])
