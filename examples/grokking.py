@@ -59,8 +59,8 @@ def modular_addition_split(p: int, train_frac: float, seed: int) -> tuple[Split,
 
     Returns ((pairs, labels), (pairs, labels)); pairs have shape (n, 2), labels shape (n,).
     """
-    a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).unbind(1)
-    pairs, labels = torch.stack([a, b], 1), (a + b) % p
+    pairs = torch.cartesian_prod(torch.arange(p), torch.arange(p))
+    labels = pairs.sum(1) % p
     order = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
     n_train = round(train_frac * p * p)
     train, val = order[:n_train], order[n_train:]
