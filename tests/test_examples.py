@@ -61,8 +61,6 @@ def test_grokking_run_folder_holds_curvature_and_weight_norm(grokking: dict) -> 
         assert f'"{name}"' in text
 
 
-@pytest.mark.xfail(reason="online detector state holds numpy.float64 low/high (detect/online.py), which "
-                          "torch.load(weights_only=True) refuses; reported to the detection owner", strict=False)
 def test_grokking_final_checkpoint_loads_safely(grokking: dict) -> None:
     from phasetrain.checkpoint import load_checkpoint_file
 

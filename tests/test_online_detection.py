@@ -1,6 +1,8 @@
 """Online detection inside the loop: `on_phase_transition` fires within a bounded delay."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
 from torch import nn, optim
@@ -56,8 +58,11 @@ def test_watcher_windows_follow_sparse_recording_and_state_round_trips():
     found = []
     for step, value in zip(steps[:120], values[:120]):
         found += watcher.observe(int(step), {"val_acc": float(value)})
+    buffer = io.BytesIO()
+    torch.save(watcher.state_dict(), buffer)  # the state goes into checkpoints: plain types only
+    buffer.seek(0)
     clone = TransitionWatcher(("val_acc",), window_size=10)
-    clone.load_state_dict(watcher.state_dict())
+    clone.load_state_dict(torch.load(buffer, weights_only=True))
     assert clone._detectors["val_acc"].window_size == 1000  # 10 records of 100 steps, not 10 steps
     for step, value in zip(steps[120:], values[120:]):
         a = watcher.observe(int(step), {"val_acc": float(value)})

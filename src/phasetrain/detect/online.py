@@ -137,7 +137,7 @@ class OnlineDetector:
         final = t.size - 3  # the filter output of the last 3 records is not final yet
         if final > self._ranged - self._offset:
             fresh = smooth[max(self._ranged - self._offset, 0) : final]
-            self._low, self._high = min(self._low, fresh.min()), max(self._high, fresh.max())
+            self._low, self._high = min(self._low, float(fresh.min())), max(self._high, float(fresh.max()))
             self._ranged = self._offset + final
         value_range = self._high - self._low
         if not value_range > 0:
