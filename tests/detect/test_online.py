@@ -111,3 +111,13 @@ def test_state_from_another_configuration_is_refused():
     state = OnlineDetector(10, scale="linear").state_dict()
     with pytest.raises(ValueError, match="window_size"):
         OnlineDetector(20, scale="linear").load_state_dict(state)
+
+
+def test_auto_scale_reads_a_young_loss_on_a_log_scale_and_finds_a_late_drop():
+    rng = np.random.default_rng(7)
+    t = np.arange(1, 8001)
+    y = power_law_loss(t, rng) * np.where(t > 6000, 0.5, 1.0)
+    fired = run_online(OnlineDetector(100), t, y)
+    assert [tr.step for _, tr in fired] == [6001]
+    t, acc = grokking_val_acc()
+    assert [abs(tr.step - 2000) <= 40 for _, tr in run_online(OnlineDetector(100), t, acc)] == [True]

@@ -36,8 +36,9 @@ class OnlineDetector:
     1.5 * max_window + check_every records for the widest ones. Up to that delay it reports
     what `detect_transitions(..., max_window=max_window)` reports on the same curve, except
     that the range test uses the range seen so far. Non-finite values (and values <= 0 on a
-    log scale) are ignored. scale="auto" decides as `detect_transitions` does, on the first
-    32 finite values; pass scale="log" or "linear" to be certain.
+    log scale) are ignored. scale="auto" decides on the first 32 finite values, before a
+    loss has had time to span decades: log when they are positive, except for a rising
+    curve bounded by 1 (an accuracy); pass scale="log" or "linear" to be certain.
     """
 
     def __init__(
@@ -113,7 +114,7 @@ class OnlineDetector:
         """After WARMUP records: fix the scale, the recording interval and the scales."""
         y = np.asarray(self._y)
         if self._log is None:
-            self._log = reads_as_log(y)
+            self._log = reads_as_log(y, min_ratio=1.0)
         if self._log:
             keep = y > 0
             self._t = [s for s, k in zip(self._t, keep) if k]

@@ -96,12 +96,12 @@ def prepare_curve(values: object, steps: object | None, scale: str) -> Curve:
     return Curve(t=t, y=y, log=use_log, quantum=grid)
 
 
-def reads_as_log(y: np.ndarray) -> bool:
-    """True for positive curves spanning a factor >= AUTO_LOG_RATIO (robustly), such as losses,
+def reads_as_log(y: np.ndarray, min_ratio: float = AUTO_LOG_RATIO) -> bool:
+    """True for positive curves spanning a factor >= min_ratio (robustly), such as losses,
     except rising curves bounded by 1 (accuracies), whose changes people read linearly."""
     if y.size < 2 or y.min() <= 0:
         return False
     low, high = np.percentile(y, [1.0, 99.0])
     quarter = max(1, y.size // 4)
     rising_fraction = y.max() <= 1 and np.median(y[-quarter:]) > np.median(y[:quarter])
-    return bool(high >= AUTO_LOG_RATIO * low and not rising_fraction)
+    return bool(high >= min_ratio * low and not rising_fraction)
