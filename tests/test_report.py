@@ -34,7 +34,7 @@ def synthetic_history(last_step: int = 3000, seed: int = 0) -> MetricHistory:
             "train_loss": 3.0 * np.exp(-step / 60) + 1e-3 * (1 + rng.random()),
             "train_acc": min(1.0, 0.05 + 0.95 * _sigmoid(step, TRAIN_JUMP, 10) + rng.normal(0, 0.003)),
             "grad_norm": 2.0 * np.exp(-step / 300) + 0.05,
-            "lr": 1e-3,
+            "lr": 1e-3 if step < 2000 else 5e-4,
             "epoch": float(step // 100),
             "weight_norm": 40.0 - 20.0 * _sigmoid(step, 1200, 300),
         }
@@ -83,7 +83,7 @@ def test_plan_panels_scales_losses_log_accuracies_unit_interval_and_marks_the_eo
     assert panels["grad_norm"].yscale == "log"
     assert panels["accuracy"].yscale == "linear" and panels["accuracy"].ylim == (-0.03, 1.03)
     assert panels["eos"].reference == 1.0
-    assert panels["lr"].yscale == "linear"  # constant: nothing to spread over decades
+    assert panels["lr"].yscale == "linear"  # a 2x decay: nothing to spread over decades
     assert panels["other"].yscale == "linear"
 
 
@@ -232,3 +232,16 @@ def test_report_of_a_real_training_run_shows_its_loss_accuracy_and_gradient_pane
     assert out.read_bytes()[:8] == PNG_MAGIC
     keys = [p.key for p in plan_panels(trainer.history)]
     assert keys[:3] == ["loss", "accuracy", "grad_norm"] and "weight_norm" in keys
+
+
+def test_constant_metrics_get_no_panel_but_are_named_in_the_title():
+    from phasetrain.history import MetricHistory
+    from phasetrain.report import build_figure, constant_metrics, plan_panels
+
+    history = MetricHistory()
+    for step in range(10, 210, 10):
+        history.log(step, {"train_loss": 1.0 / step, "lr": 0.01})
+    assert constant_metrics(history) == {"lr": 0.01}
+    assert [panel.key for panel in plan_panels(history)] == ["loss"]
+    figure = build_figure(history)
+    assert "lr = 0.01 throughout" in figure._suptitle.get_text()

@@ -123,11 +123,13 @@ def plan_panels(history: MetricHistory) -> list[Panel]:
     Families: losses (log y), accuracies ([0, 1]), gradient norm (log y), Hessian top eigenvalues,
     the edge-of-stability ratio (reference line at 1.0), Hessian diagonal, Hessian trace, other
     curvature, learning rate, weight norm, and "other" for any metric name not known here.
-    Bookkeeping metrics (`epoch`) and metrics without a single finite value get no panel.
+    Bookkeeping metrics (`epoch`), metrics without a single finite value and constant metrics (a
+    fixed learning rate: named in the figure's title instead, see `constant_metrics`) get no panel.
     """
     groups: dict[str, list[str]] = {family.key: [] for family in _FAMILIES}
+    constants = constant_metrics(history)
     for name in history.names():
-        if name in HIDDEN_METRICS or _finite(history.values(name)).size == 0:
+        if name in HIDDEN_METRICS or name in constants or _finite(history.values(name)).size == 0:
             continue
         family = next(f for f in _FAMILIES if f.matches(name))
         groups[family.key].append(name)
@@ -152,6 +154,16 @@ def plan_panels(history: MetricHistory) -> list[Panel]:
             )
         )
     return panels
+
+
+def constant_metrics(history: MetricHistory) -> dict[str, float]:
+    """{name: value} of the shown metrics that take one finite value throughout (at least 2 records)."""
+    constants = {}
+    for name in history.names():
+        values = _finite(history.values(name))
+        if name not in HIDDEN_METRICS and values.size >= 2 and np.all(values == values[0]):
+            constants[name] = float(values[0])
+    return constants
 
 
 def choose_xscale(history: MetricHistory) -> str:
@@ -400,7 +412,8 @@ def build_figure(
         ax.xaxis.set_tick_params(labelbottom=True)
     last = max(int(history.steps(m).max()) for m in all_metrics)
     heading = f"{title} — " if title else ""
-    figure.suptitle(f"{heading}{last:,} steps; {_story(markers)}", fontsize=10, wrap=True)
+    constants = "".join(f"; {name} = {value:.4g} throughout" for name, value in constant_metrics(history).items())
+    figure.suptitle(f"{heading}{last:,} steps; {_story(markers)}{constants}", fontsize=10, wrap=True)
     return figure
 
 
