@@ -79,7 +79,8 @@ def warm_start_vector(vectors: Tensor, generator: torch.Generator, noise: float 
 class HessianMonitor(Monitor):
     """Every `freq` steps, eigenvalues or diagonal statistics of the loss Hessian (module notes).
 
-    `k`: eigenvalues to report; `tol`, `max_iter`: Lanczos relative residual and product budget;
+    `k`: eigenvalues to report; `tol`: bound on the relative eigenvalue error (Lanczos stops when
+    every residual is <= tol * |eigenvalue|); `max_iter`: product budget;
     `num_samples`, `num_exact`: Hutchinson probes and exactly verified entries for the diagonal;
     `batches`: fixed curvature batches `[(inputs, targets), ...]` (default: the first one seen);
     `seed`: of the monitor's own generator (random starts and probes).
