@@ -351,11 +351,14 @@ class PhaseTransitionTrainer:
         one tiny all-reduce so every rank decides alike). Checks the loss, and the gradient norm
         when it is computed; with fp16 an overflowing gradient is the scaler's business (it skips
         that update), not a failure."""
-        total = torch.stack(losses).sum().double()
+        total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         if grad_norm is not None and self.precision != "fp16":
             total = total + grad_norm
-        bad = (~torch.isfinite(total)).double().reshape(1)
-        if not parallel.all_reduce_sum(bad).item():
+        if parallel.is_distributed():
+            finite = not parallel.all_reduce_sum((~torch.isfinite(total)).double().reshape(1)).item()
+        else:
+            finite = math.isfinite(total.item())
+        if finite:
             return True
         if self.on_nonfinite == "skip":
             self.state.nonfinite_skipped += 1
