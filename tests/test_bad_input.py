@@ -129,3 +129,11 @@ def test_detect_with_bad_window_names_it(tmp_path, window_size, error):
     trainer.train([(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long))], num_epochs=1)
     with pytest.raises(error, match="window_size"):
         trainer.detect_phase_transitions(metric="train_loss", window_size=window_size)
+
+
+def test_detect_with_an_absurd_window_says_how_long_the_run_was(tmp_path):
+    trainer = build(tmp_path, log_freq=1)
+    trainer.train([(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long))] * 10, num_epochs=1)
+    with pytest.raises(ValueError, match=r"window_size=1000000 is more than 10x the 10 steps 'train_loss'"):
+        trainer.detect_phase_transitions(metric="train_loss", window_size=1_000_000)
+    assert trainer.detect_phase_transitions(metric="train_loss", window_size=None) == []

@@ -62,3 +62,31 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, uninterrupted, k
     assert actual["step"] == expected["step"] == 40
     assert metrics_without_clock(tmp_path) == metrics_without_clock(uninterrupted)
     assert stream_values(tmp_path) == stream_values(uninterrupted)  # no record from before the kill twice
+
+
+def test_killed_at_a_random_moment_then_resumed_matches_uninterrupted(tmp_path):
+    """A SIGKILL at a random moment of a longer run (possibly inside a checkpoint or metrics write)."""
+    import random
+    import time
+
+    reference = tmp_path / "reference"
+    assert run_worker(reference, "--epochs", "12").returncode == 0
+    rng = random.Random(7)
+    for attempt in range(2):
+        log_dir = tmp_path / f"killed{attempt}"
+        worker = subprocess.Popen([sys.executable, WORKER, str(log_dir), "--epochs", "12"], cwd=ROOT,
+                                  env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+        trigger = log_dir / f"checkpoint_step_{4 * rng.randint(2, 25)}.pt"  # a random point of the 120 steps
+        deadline = time.monotonic() + 60
+        while not trigger.exists() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.02))  # anywhere in the next few steps, writes included
+        worker.kill()
+        assert worker.wait() == -signal.SIGKILL  # it was killed mid-run, not finished
+        resumed = run_worker(log_dir, "--epochs", "12", "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        expected = load_checkpoint_file(reference / "final_model.pt")
+        actual = load_checkpoint_file(log_dir / "final_model.pt")
+        for name, tensor in expected["model"].items():
+            assert torch.equal(actual["model"][name], tensor), (attempt, name)
+        assert metrics_without_clock(log_dir) == metrics_without_clock(reference)

@@ -210,7 +210,11 @@ class PhaseTransitionTrainer:
         if metric not in self.history:
             raise KeyError(unknown_metric_message(metric, self.history.names()))
         check.check_int("window_size", window_size, allow_none=True)
-        found = detect_transitions(self.history.values(metric), self.history.steps(metric), window_size=window_size)
+        steps = self.history.steps(metric)
+        if window_size is not None and steps.size >= 8 and window_size > 10 * steps[-1]:
+            raise ValueError(f"window_size={window_size} is more than 10x the {steps[-1]} steps {metric!r} was "
+                             f"recorded over; use a window of at most {steps[-1]} steps, or None to choose one")
+        found = detect_transitions(self.history.values(metric), steps, window_size=window_size)
         return [t.with_metric(metric) for t in found]
 
     def get_training_summary(self) -> dict[str, Any]:
