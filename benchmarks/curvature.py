@@ -336,7 +336,7 @@ def diagonal_rows(model, x, y, clock, seeds, exact_by: str) -> dict:
     runs = []
     def estimate(seed: int):
         with HessianOperator(model, F.cross_entropy, [(x, y)]) as op:
-            return diagonal_statistics(op.matvec, n, torch.Generator().manual_seed(seed))
+            return diagonal_statistics(op.matvec, n, torch.Generator().manual_seed(seed), groups=op.module_slices())
 
     for seed in seeds:
         stats, steps, _ = clock.measure(lambda: estimate(seed))

@@ -5,6 +5,7 @@ from phasetrain.curvature.diagonal import (
     diagonal_entries,
     diagonal_statistics,
     exact_diagonal,
+    merge_groups,
 )
 from phasetrain.curvature.hutchinson import (
     DiagonalEstimate,
@@ -33,6 +34,7 @@ __all__ = [
     "hutchinson_diagonal",
     "hutchinson_trace",
     "lanczos",
+    "merge_groups",
     "rademacher",
     "trainable_parameters",
 ]

@@ -2,11 +2,15 @@
 
 Exact when the operator is small: if `dim` is at most the number of products the estimate would
 use, the diagonal is computed exactly, one product e_i^T A e_i per coordinate. Otherwise:
-- mean: Hutchinson's trace / dim, unbiased, with its standard error;
+- mean: Hutchinson's trace / dim, unbiased, with its standard error; with `groups` (one per layer)
+  each probe covers one group, which removes the couplings between layers from the noise;
 - per-layer means: Hutchinson's partial traces / layer size, unbiased, with standard errors;
 - std: debiased. The spread of the per-element estimates is the true spread plus probe noise;
   the probe-noise variance of element i is estimated by its squared standard error, so
-  std^2 = var_i(estimate_i) - mean_i(stderr_i^2) is unbiased for the spread (clipped at 0);
+  std^2 = var_i(estimate_i) - mean_i(stderr_i^2) is unbiased for the spread (clipped at 0). The
+  `num_exact` screened entries (below) enter it with their exact values and no noise: the largest
+  entries weigh most in the spread (being chosen for large estimates, their noise was biased up,
+  so this trades a small downward bias for less variance; measured in docs/curvature.md);
 - max: screened and verified. Hutchinson's largest per-element estimate is mostly noise (biased
   up), so the `num_exact` coordinates with the largest estimates get their exact diagonal entry,
   and `max` is the largest of those: a lower bound on the true maximum, exact when the arg-max is
@@ -63,6 +67,25 @@ def exact_diagonal(
     return diagonal_entries(matvec, dim, torch.arange(dim), dtype=dtype, device=device)
 
 
+def merge_groups(groups: Sequence[slice], max_groups: int) -> list[slice]:
+    """Consecutive contiguous `groups` merged into at most `max_groups` by where they start
+    (group g goes to bucket floor(start * max_groups / dim)), so merged groups have similar sizes."""
+    groups = list(groups)
+    if len(groups) <= max_groups:
+        return groups
+    dim = groups[-1].stop
+    merged: list[slice] = []
+    last = -1
+    for g in groups:
+        bucket = min(g.start * max_groups // dim, max_groups - 1)
+        if bucket == last:
+            merged[-1] = slice(merged[-1].start, g.stop)
+        else:
+            merged.append(g)
+        last = bucket
+    return merged
+
+
 def diagonal_statistics(
     matvec: MatVec,
     dim: int,
@@ -71,13 +94,16 @@ def diagonal_statistics(
     num_samples: int = 24,
     num_exact: int = 8,
     slices: Sequence[slice] = (),
+    groups: Sequence[slice] = (),
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> DiagonalStatistics:
     """Mean, std and max of diag(A) (see the module notes for what is exact and what estimated).
 
     Costs `num_samples + num_exact` products, or `dim` if that is no more (then exact). `slices`
-    (one per layer, say) get per-slice means.
+    (one per layer, say) get per-slice means. `groups` (contiguous slices covering the vector,
+    e.g. `HessianOperator.module_slices()`) get probes of their own (`hutchinson_diagonal`),
+    merged to at most `num_samples // 4` so that each has 4 or more.
     """
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
@@ -91,12 +117,16 @@ def diagonal_statistics(
             stats[0], 0.0, stats[1], stats[2], layers, [0.0] * len(layers), True, dim
         )
     est = hutchinson_diagonal(
-        matvec, dim, num_samples, generator, slices=slices, dtype=dtype, device=device
+        matvec, dim, num_samples, generator, slices=slices,
+        groups=merge_groups(groups, max(1, num_samples // 4)), dtype=dtype, device=device,
     )
     d = est.diagonal.double()
-    spread = d.var(correction=0) - (est.stderr.double() ** 2).mean()
+    noise = est.stderr.double() ** 2
     screened = torch.topk(d, min(num_exact, dim)).indices
     top = diagonal_entries(matvec, dim, screened, dtype=dtype, device=device)
+    d[screened] = top.double()  # known exactly: no probe noise in the spread from the largest
+    noise[screened] = 0
+    spread = d.var(correction=0) - noise.mean()
     std, top_max = torch.stack([spread.clamp_min(0).sqrt(), top.max().double()]).tolist()
     sizes = [len(range(dim)[s]) for s in slices]
     return DiagonalStatistics(

@@ -49,6 +49,22 @@ def _check(dim: int, num_samples: int, generator: torch.Generator) -> None:
         )
 
 
+def _check_groups(groups: Sequence[slice], dim: int, num_samples: int) -> list[slice]:
+    """`groups` must cover range(dim) with contiguous, ordered slices, at least 2 probes each."""
+    groups = list(groups) or [slice(0, dim)]
+    stops = [0] + [g.stop for g in groups[:-1]]
+    if any(not isinstance(g, slice) or g.step not in (None, 1) for g in groups) or [
+        g.start for g in groups
+    ] != stops or groups[-1].stop != dim or any(g.stop <= g.start for g in groups):
+        raise ValueError(f"groups must be contiguous slices covering range({dim}) in order, got {groups!r}")
+    if num_samples < 2 * len(groups):
+        raise ValueError(
+            f"num_samples must be >= 2 per group ({2 * len(groups)} for {len(groups)} groups), "
+            f"got {num_samples}"
+        )
+    return groups
+
+
 def hutchinson_diagonal(
     matvec: MatVec,
     dim: int,
@@ -56,36 +72,51 @@ def hutchinson_diagonal(
     generator: torch.Generator,
     *,
     slices: Sequence[slice] = (),
+    groups: Sequence[slice] = (),
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> DiagonalEstimate:
     """Estimate diag(A) (and trace(A), free) of `matvec` with `num_samples` Rademacher probes.
 
-    `slices` (e.g. one per parameter tensor) get their own partial traces with standard errors
-    computed from the per-probe partial sums. Running sums stay in float64 on `device`; one
-    host read at the end.
+    `groups` (contiguous slices covering the vector, e.g. one per layer): probe p is non-zero on
+    `groups[p % len(groups)]` only, so an entry's estimate carries noise from its own group's
+    off-diagonal entries only, not from the couplings between groups (on network Hessians most of
+    the off-diagonal mass; see docs/curvature.md), each group getting its share of the probes.
+    Default: one group, every probe on every coordinate. `slices` (e.g. one per parameter tensor)
+    get their own partial traces with standard errors. Running sums stay in float64 on `device`;
+    one host read at the end.
     """
     _check(dim, num_samples, generator)
+    groups = _check_groups(groups, dim, num_samples)
     device = torch.device(device)
     total = torch.zeros(dim, dtype=torch.float64, device=device)
     total_sq = torch.zeros(dim, dtype=torch.float64, device=device)
+    count = torch.empty(dim, dtype=torch.float64, device=device)
+    for g, group in enumerate(groups):
+        count[group] = len(range(g, num_samples, len(groups)))
     sums = torch.zeros(num_samples, 1 + len(slices), dtype=torch.float64, device=device)
+    z = torch.zeros(dim, dtype=dtype, device=device)
     for p in range(num_samples):
-        z = rademacher(dim, generator, dtype).to(device)
+        group = groups[p % len(groups)]
+        z[group] = rademacher(group.stop - group.start, generator, dtype).to(device)
         x = (z * matvec(z).to(dtype)).double()
+        z[group] = 0
         total += x
         total_sq += x * x
         sums[p] = torch.stack([x.sum(), *(x[s].sum() for s in slices)])
-    n = num_samples
-    mean = total / n
-    var = (total_sq - n * mean * mean).clamp_min(0) / (n - 1)
-    means, sds = torch.stack([sums.mean(0), sums.std(0) / n**0.5]).tolist()
+    mean = total / count
+    var = (total_sq - count * mean * mean).clamp_min(0) / (count - 1)
+    # Each group's probes estimate its share of every sum; shares add, and so do their variances.
+    parts = [sums[g :: len(groups)] for g in range(len(groups))]
+    means = torch.stack([part.mean(0) for part in parts]).sum(0)
+    variances = torch.stack([part.var(0) / part.shape[0] for part in parts]).sum(0)
+    means, sds = torch.stack([means, variances.sqrt()]).tolist()
     return DiagonalEstimate(
         diagonal=mean.to(dtype),
-        stderr=(var / n).sqrt().to(dtype),
+        stderr=(var / count).sqrt().to(dtype),
         trace=means[0],
         trace_stderr=sds[0],
-        num_samples=n,
+        num_samples=num_samples,
         block_traces=means[1:],
         block_trace_stderrs=sds[1:],
     )

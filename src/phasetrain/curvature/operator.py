@@ -66,6 +66,8 @@ class HessianOperator:
         self._params = trainable_parameters(model)
         if not self._params:
             raise ValueError("model has no parameters with requires_grad=True")
+        owner = {id(p): i for i, m in enumerate(model.modules()) for p in m.parameters(recurse=False)}
+        self._owners = [owner[id(p)] for p in self._params]
         self._shapes = [p.shape for p in self._params]
         self._numels = [p.numel() for p in self._params]
         self.num_params = sum(self._numels)
@@ -107,6 +109,17 @@ class HessianOperator:
         for n in self._numels:
             offsets.append(offsets[-1] + n)
         return [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
+
+    def module_slices(self) -> list[slice]:
+        """The slice of the flat vector that belongs to each module's own parameters (a layer's
+        weight and bias together), in order."""
+        merged: list[slice] = []
+        for i, s in enumerate(self.layer_slices()):
+            if i and self._owners[i] == self._owners[i - 1]:
+                merged[-1] = slice(merged[-1].start, s.stop)
+            else:
+                merged.append(s)
+        return merged
 
     def close(self) -> None:
         """Free the gradient graph. Further `matvec` calls raise."""

@@ -190,7 +190,7 @@ class HessianMonitor(Monitor):
     def _diagonal(self, op: HessianOperator) -> dict[str, float]:
         stats = diagonal_statistics(
             op.matvec, op.num_params, self._generator, num_samples=self.num_samples,
-            num_exact=self.num_exact, dtype=op.dtype, device=op.device,
+            num_exact=self.num_exact, groups=op.module_slices(), dtype=op.dtype, device=op.device,
         )
         return {
             "hessian_diag_mean": stats.mean,
