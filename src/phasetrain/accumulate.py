@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from phasetrain.parallel import all_reduce_sum
+from phasetrain.parallel import all_reduce_sum, is_distributed
 
 
 class StepAccumulator:
@@ -45,18 +45,32 @@ class StepAccumulator:
         Means: train_loss and train_acc per sample, grad_norm per update; a figure with nothing to
         average is omitted. Weights: the samples or updates each mean is over.
         """
-        zero = torch.zeros((), dtype=torch.float64, device=self.device)
-        sizes = torch.tensor(self._sizes, dtype=torch.float64, device=self.device)
-        loss_sum = (torch.stack(self._losses).double() * sizes).sum() if self._losses else zero
-        correct_sum = torch.stack([c.double() for c in self._correct]).sum() if self._correct else zero
-        grad_sum = torch.stack(self._grad_norms).double().sum() if self._grad_norms else zero
-        counts = torch.tensor([sum(self._sizes), self._acc_samples, len(self._grad_norms)], dtype=torch.float64,
-                              device=self.device)
-        totals = all_reduce_sum(torch.cat([torch.stack([loss_sum, correct_sum, grad_sum]), counts])).tolist()
+        names = ("train_loss", "train_acc", "grad_norm")
+        counts = [float(sum(self._sizes)), float(self._acc_samples), float(len(self._grad_norms))]
+        sums = [self._loss_sum(), _sum(self._correct), _sum(self._grad_norms)]
+        present = [i for i, total in enumerate(sums) if total is not None]
+        totals = [0.0, 0.0, 0.0]
+        if present:
+            stacked = torch.stack([sums[i] for i in present])
+            if is_distributed():
+                reduced = all_reduce_sum(torch.cat([stacked, torch.tensor(counts, dtype=torch.float64, device=self.device)]))
+                values, counts = reduced[: len(present)].tolist(), reduced[len(present):].tolist()
+            else:
+                values = stacked.tolist()
+            for i, value in zip(present, values):
+                totals[i] = value
         self.reset()
-        sums = dict(zip(("train_loss", "train_acc", "grad_norm"), totals[:3]))
-        weights = {name: count for name, count in zip(sums, totals[3:]) if count}
-        return {name: sums[name] / weights[name] for name in weights}, weights
+        weights = {name: count for name, count in zip(names, counts) if count}
+        return {name: totals[i] / counts[i] for i, name in enumerate(names) if name in weights}, weights
+
+    def _loss_sum(self) -> torch.Tensor | None:
+        """Sum of batch-mean losses weighted by batch size (float64), or None."""
+        if not self._losses:
+            return None
+        losses = torch.stack(self._losses).double()
+        if all(size == self._sizes[0] for size in self._sizes):
+            return losses.sum() * self._sizes[0]
+        return (losses * torch.tensor(self._sizes, dtype=torch.float64, device=losses.device)).sum()
 
     def reset(self) -> None:
         self._losses: list[torch.Tensor] = []
@@ -76,6 +90,11 @@ class StepAccumulator:
         self._correct = [t.to(self.device) for t in state["correct"]]
         self._grad_norms = [t.to(self.device) for t in state["grad_norms"]]
         self._acc_samples = state["acc_samples"]
+
+
+def _sum(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """Sum of a list of 0-d tensors as a float64 0-d tensor, or None for an empty list."""
+    return torch.stack(tensors).sum().double() if tensors else None
 
 
 class EpochTotals:
