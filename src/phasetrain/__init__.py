@@ -27,6 +27,8 @@ _EXPORTS = {
     "detect_transitions": "phasetrain.detect",
     "OnlineDetector": "phasetrain.detect",
     "Transition": "phasetrain.detect",
+    "Thresholds": "phasetrain.detect",
+    "detect_in_history": "phasetrain.detect",
     "plot_run": "phasetrain.report",
 }
 
