@@ -3,7 +3,8 @@
 Exact when the operator is small: if `dim` is at most the number of products the estimate would
 use, the diagonal is computed exactly, one product e_i^T A e_i per coordinate. Otherwise:
 - mean: Hutchinson's trace / dim, unbiased, with its standard error; with `groups` (one per layer)
-  each probe covers one group, which removes the couplings between layers from the noise;
+  each probe may cover one group only, which removes the couplings between layers from the noise,
+  where a pilot shows that they outweigh the loss of probes per group;
 - per-layer means: Hutchinson's partial traces / layer size, unbiased, with standard errors;
 - std: debiased. The spread of the per-element estimates is the true spread plus probe noise;
   the probe-noise variance of element i is estimated by its squared standard error, so
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from phasetrain.curvature.hutchinson import hutchinson_diagonal
+from phasetrain.curvature.hutchinson import check_groups, hutchinson_diagonal, rademacher
 
 MatVec = Callable[[Tensor], Tensor]
 
@@ -33,7 +34,8 @@ MatVec = Callable[[Tensor], Tensor]
 @dataclass
 class DiagonalStatistics:
     """`mean`, `std`, `max` of diag(A); `mean_stderr` (0.0 when exact); `layer_means` and
-    `layer_mean_stderrs` per requested slice; `exact`: computed exactly; `num_matvecs` used."""
+    `layer_mean_stderrs` per requested slice; `exact`: computed exactly; `num_matvecs` used;
+    `grouped`: the probes were confined to groups (`diagonal_statistics`)."""
 
     mean: float
     mean_stderr: float
@@ -43,6 +45,7 @@ class DiagonalStatistics:
     layer_mean_stderrs: list[float]
     exact: bool
     num_matvecs: int
+    grouped: bool = False
 
 
 def diagonal_entries(
@@ -86,6 +89,29 @@ def merge_groups(groups: Sequence[slice], max_groups: int) -> list[slice]:
     return merged
 
 
+def grouping_pays(
+    matvec: MatVec, dim: int, groups: Sequence[slice], generator: torch.Generator, *,
+    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+) -> bool:
+    """Whether probes confined to `groups` beat whole-vector probes, from one pilot probe per group.
+
+    A probe's Hutchinson variance is about 2 ||A||_F^2 (off-diagonal part) for a whole-vector
+    probe and 2 ||A_bb||_F^2 for one confined to group b, which then needs len(groups) probes to
+    cover the vector. With z_b a Rademacher vector on group b, E||(A z_b)_b||^2 = ||A_bb||_F^2 and
+    E||A z_b||^2 = ||A_:b||_F^2, so the pilot estimates both sums. Costs len(groups) products.
+    """
+    z = torch.zeros(dim, dtype=dtype, device=device)
+    within = torch.zeros((), dtype=torch.float64, device=device)
+    columns = torch.zeros((), dtype=torch.float64, device=device)
+    for group in groups:
+        z[group] = rademacher(group.stop - group.start, generator, dtype).to(device)
+        y = matvec(z).double()
+        z[group] = 0
+        within += y[group].square().sum()
+        columns += y.square().sum()
+    return bool(len(groups) * within < columns)
+
+
 def diagonal_statistics(
     matvec: MatVec,
     dim: int,
@@ -102,8 +128,9 @@ def diagonal_statistics(
 
     Costs `num_samples + num_exact` products, or `dim` if that is no more (then exact). `slices`
     (one per layer, say) get per-slice means. `groups` (contiguous slices covering the vector,
-    e.g. `HessianOperator.module_slices()`) get probes of their own (`hutchinson_diagonal`),
-    merged to at most `num_samples // 4` so that each has 4 or more.
+    e.g. `HessianOperator.module_slices()`, merged to at most `num_samples // 4`) get probes of
+    their own (`hutchinson_diagonal`) where a pilot of one probe per group, out of the
+    `num_samples`, says that this lowers the variance (`grouping_pays`).
     """
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
@@ -116,9 +143,12 @@ def diagonal_statistics(
         return DiagonalStatistics(
             stats[0], 0.0, stats[1], stats[2], layers, [0.0] * len(layers), True, dim
         )
+    groups = merge_groups(check_groups(groups, dim), max(1, num_samples // 4))
+    groups = groups if len(groups) > 1 else []
+    grouped = bool(groups) and grouping_pays(matvec, dim, groups, generator, dtype=dtype, device=device)
     est = hutchinson_diagonal(
-        matvec, dim, num_samples, generator, slices=slices,
-        groups=merge_groups(groups, max(1, num_samples // 4)), dtype=dtype, device=device,
+        matvec, dim, num_samples - len(groups), generator, slices=slices,
+        groups=groups if grouped else (), dtype=dtype, device=device,
     )
     d = est.diagonal.double()
     noise = est.stderr.double() ** 2
@@ -138,4 +168,5 @@ def diagonal_statistics(
         layer_mean_stderrs=[t / n for t, n in zip(est.block_trace_stderrs, sizes)],
         exact=False,
         num_matvecs=num_samples + len(screened),
+        grouped=grouped,
     )

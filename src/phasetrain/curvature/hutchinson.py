@@ -49,19 +49,15 @@ def _check(dim: int, num_samples: int, generator: torch.Generator) -> None:
         )
 
 
-def _check_groups(groups: Sequence[slice], dim: int, num_samples: int) -> list[slice]:
-    """`groups` must cover range(dim) with contiguous, ordered slices, at least 2 probes each."""
+def check_groups(groups: Sequence[slice], dim: int) -> list[slice]:
+    """`groups` as a list (one whole group if empty); they must cover range(dim) with contiguous,
+    ordered, non-empty slices."""
     groups = list(groups) or [slice(0, dim)]
     stops = [0] + [g.stop for g in groups[:-1]]
     if any(not isinstance(g, slice) or g.step not in (None, 1) for g in groups) or [
         g.start for g in groups
     ] != stops or groups[-1].stop != dim or any(g.stop <= g.start for g in groups):
         raise ValueError(f"groups must be contiguous slices covering range({dim}) in order, got {groups!r}")
-    if num_samples < 2 * len(groups):
-        raise ValueError(
-            f"num_samples must be >= 2 per group ({2 * len(groups)} for {len(groups)} groups), "
-            f"got {num_samples}"
-        )
     return groups
 
 
@@ -87,7 +83,12 @@ def hutchinson_diagonal(
     one host read at the end.
     """
     _check(dim, num_samples, generator)
-    groups = _check_groups(groups, dim, num_samples)
+    groups = check_groups(groups, dim)
+    if num_samples < 2 * len(groups):
+        raise ValueError(
+            f"num_samples must be >= 2 per group ({2 * len(groups)} for {len(groups)} groups), "
+            f"got {num_samples}"
+        )
     device = torch.device(device)
     total = torch.zeros(dim, dtype=torch.float64, device=device)
     total_sq = torch.zeros(dim, dtype=torch.float64, device=device)
