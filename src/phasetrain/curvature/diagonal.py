@@ -8,10 +8,9 @@ use, the diagonal is computed exactly, one product e_i^T A e_i per coordinate. O
 - per-layer means: Hutchinson's partial traces / layer size, unbiased, with standard errors;
 - std: debiased. The spread of the per-element estimates is the true spread plus probe noise;
   the probe-noise variance of element i is estimated by its squared standard error, so
-  std^2 = var_i(estimate_i) - mean_i(stderr_i^2) is unbiased for the spread (clipped at 0). The
-  `num_exact` screened entries (below) enter it with their exact values and no noise: the largest
-  entries weigh most in the spread (being chosen for large estimates, their noise was biased up,
-  so this trades a small downward bias for less variance; measured in docs/curvature.md);
+  std^2 = var_i(estimate_i) - mean_i(stderr_i^2) is unbiased for the spread (clipped at 0). (The
+  screened exact entries below are not put in its place: chosen for their large estimates, they
+  are where the noise is largest, so that swap biases the spread down, to 0 on a noisy CNN);
 - max: screened and verified. Hutchinson's largest per-element estimate is mostly noise (biased
   up), so the `num_exact` coordinates with the largest estimates get their exact diagonal entry,
   and `max` is the largest of those: a lower bound on the true maximum, exact when the arg-max is
@@ -154,8 +153,6 @@ def diagonal_statistics(
     noise = est.stderr.double() ** 2
     screened = torch.topk(d, min(num_exact, dim)).indices
     top = diagonal_entries(matvec, dim, screened, dtype=dtype, device=device)
-    d[screened] = top.double()  # known exactly: no probe noise in the spread from the largest
-    noise[screened] = 0
     spread = d.var(correction=0) - noise.mean()
     std, top_max = torch.stack([spread.clamp_min(0).sqrt(), top.max().double()]).tolist()
     sizes = [len(range(dim)[s]) for s in slices]
