@@ -10,7 +10,7 @@ compare across machines; wall seconds are in the JSON.
   graph across the products of a computation; the one-off graph build is listed separately).
 - Eigenvalues: true relative error against a tightly converged float64 reference (phasetrain's
   Lanczos, tol=1e-9), worst over the seeds and the k values; cost median over the seeds.
-  phasetrain's tol is on the relative residual ||H y - theta y|| / max|theta|.
+  phasetrain's tol bounds the relative eigenvalue error: residual ||H y - theta y|| <= tol * |theta|.
   PyHessian: power iteration with deflation, its default tol=1e-3 (change between iterations).
   curvlinops: its Hessian operator in scipy's ARPACK eigsh (which="LA", tol=1e-4).
   "warm": phasetrain started from the previous top eigenvector (as HessianMonitor does), after
