@@ -35,9 +35,10 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Move tensors (also inside tuples, lists and dicts) to `device`, without blocking where possible."""
+    """Move tensors (also inside tuples, lists and dicts) to `device`, without blocking where possible.
+    Tensors already there are returned as they are (no dispatch on the hot path)."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, (tuple, list)):
         return type(batch)(move_to_device(item, device) for item in batch)
     if isinstance(batch, dict):

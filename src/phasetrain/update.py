@@ -28,12 +28,12 @@ class UpdateStep:
         self.gradient_clip, self.track_gradients = gradient_clip, track_gradients
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.scaler = grad_scaler(device, precision)
+        self._no_sync = getattr(model, "no_sync", None)  # DDP only; looked up once, not per step
 
     def forward_backward(self, forward: Callable[[Any], Any], loss_fn: Callable[[Any, Any], torch.Tensor],
                          inputs: Any, targets: Any, last_micro_batch: bool) -> tuple[Any, torch.Tensor]:
         """Forward and backward for one micro-batch; returns (outputs, unscaled batch-mean loss)."""
-        no_sync = getattr(self.model, "no_sync", None)
-        sync = contextlib.nullcontext() if last_micro_batch or no_sync is None else no_sync()
+        sync = contextlib.nullcontext() if last_micro_batch or self._no_sync is None else self._no_sync()
         with sync:
             with autocast(self.device, self.precision):
                 outputs = forward(inputs)
