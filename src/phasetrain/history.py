@@ -122,11 +122,19 @@ class MetricHistory:
         return {name: {"steps": self.steps(name), "values": self.values(name)} for name in self._steps}
 
     def load_state_dict(self, state: Mapping[str, Mapping[str, Any]]) -> None:
-        """Replace the contents with `state` (as made by `state_dict`; tensors or arrays)."""
+        """Replace the contents with `state` (as made by `state_dict`; arrays, or tensors on any
+        device, e.g. a checkpoint loaded onto a GPU)."""
         self._steps, self._values = {}, {}
         for name, column in state.items():
-            self._steps[name] = array("q", np.asarray(column["steps"], dtype=np.int64).tobytes())
-            self._values[name] = array("d", np.asarray(column["values"], dtype=np.float64).tobytes())
+            self._steps[name] = array("q", _host_array(column["steps"], np.int64).tobytes())
+            self._values[name] = array("d", _host_array(column["values"], np.float64).tobytes())
+
+
+def _host_array(column: Any, dtype: type) -> np.ndarray:
+    """A numpy array of `column`, moving a device tensor to the host first (no torch import)."""
+    if hasattr(column, "cpu"):
+        column = column.cpu()
+    return np.asarray(column, dtype=dtype)
 
 
 def unknown_metric_message(name: object, known: Iterable[str]) -> str:
