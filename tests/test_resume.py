@@ -90,3 +90,4 @@ def test_killed_at_a_random_moment_then_resumed_matches_uninterrupted(tmp_path):
         for name, tensor in expected["model"].items():
             assert torch.equal(actual["model"][name], tensor), (attempt, name)
         assert metrics_without_clock(log_dir) == metrics_without_clock(reference)
+

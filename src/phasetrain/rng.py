@@ -33,14 +33,14 @@ def capture_rng_state(generators: Sequence[torch.Generator] = ()) -> dict[str, A
 
 def restore_rng_state(state: dict[str, Any], generators: Sequence[torch.Generator] = ()) -> None:
     """Set every stream back to `state` (as made by `capture_rng_state` with the same generators)."""
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU byte tensors, wherever a checkpoint was mapped
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     numpy_state = state["numpy"]
     np.random.set_state(
         (
             "MT19937",
-            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["keys"].cpu().numpy().astype(np.uint32),
             numpy_state["pos"],
             numpy_state["has_gauss"],
             numpy_state["cached_gaussian"],
@@ -49,7 +49,7 @@ def restore_rng_state(state: dict[str, Any], generators: Sequence[torch.Generato
     python_state = state["python"]
     random.setstate((python_state["version"], tuple(python_state["state"].tolist()), python_state["gauss_next"]))
     for generator, generator_state in zip(generators, state["generators"]):
-        generator.set_state(generator_state)
+        generator.set_state(generator_state.cpu())
 
 
 def loader_generators(loader: Any) -> list[torch.Generator]:
