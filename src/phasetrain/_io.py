@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Callable, IO
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -27,3 +27,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         except FileNotFoundError:
             pass
         raise
+
+
+def prepare_log_dir(path: str | os.PathLike) -> Path:
+    """Create the run folder `path` and prove it writable by writing and removing a probe file, so a
+    bad `log_dir` fails before training starts (also as root, where `os.access` always says yes)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"log_dir {str(path)!r} cannot be written: {error.strerror or error}") from None
+    return path

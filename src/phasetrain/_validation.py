@@ -49,3 +49,47 @@ def check_optimizer_covers_model(model: nn.Module, optimizer: torch.optim.Optimi
     if not any(id(p) in optimized for p in trainable):
         raise ValueError("optimizer holds none of the model's trainable parameters; "
                          "build it from model.parameters() of the same model instance")
+
+
+HESSIAN_METHODS = ("diagonal", "eigenvalues")
+SCHEDULER_INTERVALS = ("epoch", "step")
+NONFINITE_POLICIES = ("stop", "skip", "raise")
+PRECISIONS = ("32", "bf16", "fp16")
+
+
+def check_trainer_arguments(*, model: Any, optimizer: Any, loss_fn: Any, hessian_method: Any, hessian_freq: Any,
+                            checkpoint_freq: Any, log_freq: Any, scheduler: Any, gradient_clip: Any,
+                            early_stopping_patience: Any, early_stopping_min_delta: Any, scheduler_interval: Any,
+                            accuracy_fn: Any, keep_last_checkpoints: Any, on_nonfinite: Any, hessian_k: Any,
+                            watch_metrics: Any, watch_window: Any, precision: Any, accumulate_grad_batches: Any) -> None:
+    """Every PhaseTransitionTrainer argument checked before anything is built or moved."""
+    import torch
+    from torch import nn
+
+    from phasetrain.parallel import unwrap
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (outputs, targets) -> loss tensor, got {loss_fn!r}")
+    check_choice("hessian_method", hessian_method, HESSIAN_METHODS)
+    for name, value in (("hessian_freq", hessian_freq), ("log_freq", log_freq), ("hessian_k", hessian_k),
+                        ("watch_window", watch_window), ("accumulate_grad_batches", accumulate_grad_batches)):
+        check_int(name, value)
+    for name, value in (("checkpoint_freq", checkpoint_freq), ("early_stopping_patience", early_stopping_patience),
+                        ("keep_last_checkpoints", keep_last_checkpoints)):
+        check_int(name, value, allow_none=True)
+    check_float("gradient_clip", gradient_clip, strict=True, allow_none=True)
+    check_float("early_stopping_min_delta", early_stopping_min_delta)
+    check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
+    check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+    check_choice("precision", precision, PRECISIONS)
+    if isinstance(watch_metrics, str) or not all(isinstance(m, str) for m in watch_metrics):
+        raise TypeError(f"watch_metrics must be a sequence of metric names, got {watch_metrics!r}")
+    if scheduler is not None and not hasattr(scheduler, "step"):
+        raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object with .step(), got {scheduler!r}")
+    if accuracy_fn is not None and not callable(accuracy_fn):
+        raise TypeError(f"accuracy_fn must be callable (outputs, targets) -> accuracy in [0, 1], got {accuracy_fn!r}")
+    check_optimizer_covers_model(unwrap(model), optimizer)

@@ -8,7 +8,7 @@ so a resumed run continues exactly.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from phasetrain.detect import Transition
@@ -84,3 +84,21 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.bad_epochs, self.stopped_epoch = state["best"], state["bad_epochs"], state["stopped_epoch"]
+
+
+def build_callbacks(callbacks: Sequence[Callback | Callable] | None, early_stopping_patience: int | None = None,
+                    early_stopping_min_delta: float = 0.0) -> list[Callback]:
+    """The callbacks of a run: `Callback` objects as given, functions wrapped in `FunctionCallback`,
+    and `EarlyStopping` when a patience is set. Anything else is refused naming its position."""
+    built: list[Callback] = []
+    for index, callback in enumerate(callbacks or []):
+        if isinstance(callback, Callback):
+            built.append(callback)
+        elif callable(callback):
+            built.append(FunctionCallback(callback))
+        else:
+            raise TypeError(f"callbacks[{index}] must be a phasetrain Callback or a function "
+                            f"fn(trainer, epoch, metrics), got {callback!r}")
+    if early_stopping_patience is not None:
+        built.append(EarlyStopping(early_stopping_patience, early_stopping_min_delta))
+    return built

@@ -6,8 +6,6 @@ from typing import Any, ContextManager
 
 import torch
 
-PRECISIONS = ("32", "bf16", "fp16")
-
 
 def autocast(device: torch.device, precision: str) -> ContextManager[Any]:
     """The autocast context for `precision` on `device` ("32": none)."""

@@ -25,7 +25,8 @@ from phasetrain import parallel
 from phasetrain.accumulate import EpochTotals, StepAccumulator
 from phasetrain.classification import batch_accuracy, batch_correct
 from phasetrain.batches import as_device, batch_size, check_loader, move_to_device, split_batch
-from phasetrain.callbacks import Callback, EarlyStopping, FunctionCallback
+from phasetrain._io import prepare_log_dir
+from phasetrain.callbacks import Callback, EarlyStopping, build_callbacks
 from phasetrain.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint_file, save_checkpoint, step_checkpoints
 from phasetrain.evaluate import validation_pass
 from phasetrain.history import MetricHistory, save_metrics, unknown_metric_message
@@ -33,7 +34,7 @@ from phasetrain.loggers import make_loggers
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.gradients import global_grad_norm
 from phasetrain.monitors.weights import WeightNormMonitor
-from phasetrain.precision import PRECISIONS, autocast
+from phasetrain.precision import autocast
 from phasetrain.progress import progress_bar as make_progress_bar
 from phasetrain.rng import EpochOrder
 from phasetrain.run_state import RunState
@@ -41,9 +42,6 @@ from phasetrain.summary import KEY_METRICS, training_summary
 from phasetrain.update import UpdateStep
 from phasetrain.watch import TransitionWatcher
 
-HESSIAN_METHODS = ("diagonal", "eigenvalues")
-SCHEDULER_INTERVALS = ("epoch", "step")
-NONFINITE_POLICIES = ("stop", "skip", "raise")
 # metrics.json is rewritten whole (O(records)); at epoch ends and from log_step it is rewritten at
 # most this often, so full-batch runs (an epoch per step) stay linear. Checkpoints, the end of
 # the run and exceptions always write it; metrics.jsonl streams every record as it comes.
@@ -89,31 +87,13 @@ class PhaseTransitionTrainer:
         precision: str = "32",
         accumulate_grad_batches: int = 1,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable (outputs, targets) -> loss tensor, got {loss_fn!r}")
-        check.check_choice("hessian_method", hessian_method, HESSIAN_METHODS)
-        for name, value in (("hessian_freq", hessian_freq), ("log_freq", log_freq), ("hessian_k", hessian_k),
-                            ("watch_window", watch_window), ("accumulate_grad_batches", accumulate_grad_batches)):
-            check.check_int(name, value)
-        for name, value in (("checkpoint_freq", checkpoint_freq), ("early_stopping_patience", early_stopping_patience),
-                            ("keep_last_checkpoints", keep_last_checkpoints)):
-            check.check_int(name, value, allow_none=True)
-        check.check_float("gradient_clip", gradient_clip, strict=True, allow_none=True)
-        check.check_float("early_stopping_min_delta", early_stopping_min_delta)
-        check.check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
-        check.check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
-        check.check_choice("precision", precision, PRECISIONS)
-        if isinstance(watch_metrics, str) or not all(isinstance(m, str) for m in watch_metrics):
-            raise TypeError(f"watch_metrics must be a sequence of metric names, got {watch_metrics!r}")
-        if scheduler is not None and not hasattr(scheduler, "step"):
-            raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object with .step(), got {scheduler!r}")
-        if accuracy_fn is not None and not callable(accuracy_fn):
-            raise TypeError(f"accuracy_fn must be callable (outputs, targets) -> accuracy in [0, 1], got {accuracy_fn!r}")
-        check.check_optimizer_covers_model(parallel.unwrap(model), optimizer)
+        check.check_trainer_arguments(
+            model=model, optimizer=optimizer, loss_fn=loss_fn, hessian_method=hessian_method, hessian_freq=hessian_freq,
+            checkpoint_freq=checkpoint_freq, log_freq=log_freq, scheduler=scheduler, gradient_clip=gradient_clip,
+            early_stopping_patience=early_stopping_patience, early_stopping_min_delta=early_stopping_min_delta,
+            scheduler_interval=scheduler_interval, accuracy_fn=accuracy_fn, keep_last_checkpoints=keep_last_checkpoints,
+            on_nonfinite=on_nonfinite, hessian_k=hessian_k, watch_metrics=watch_metrics, watch_window=watch_window,
+            precision=precision, accumulate_grad_batches=accumulate_grad_batches)
 
         self.device = as_device(device)
         self.module = parallel.unwrap(model).to(self.device)
@@ -139,7 +119,7 @@ class PhaseTransitionTrainer:
         self._update = UpdateStep(self.model, optimizer, self.device, precision, accumulate_grad_batches,
                                   gradient_clip, self.track_gradients)
         if self.is_main_process:
-            self._prepare_log_dir()
+            prepare_log_dir(self.log_dir)
         self._loggers = make_loggers(loggers, self.log_dir) if self.is_main_process else []
         self.history = MetricHistory()
         self._rewind_streams()
@@ -165,7 +145,7 @@ class PhaseTransitionTrainer:
         check_loader("train_loader", train_loader)
         if val_loader is not None:
             check_loader("val_loader", val_loader)
-        self._callbacks = self._build_callbacks(callbacks)
+        self._callbacks = build_callbacks(callbacks, self.early_stopping_patience, self.early_stopping_min_delta)
         self.should_stop = False
         self._order = EpochOrder(train_loader)
         replay = self._resume(resume_from) if resume_from is not None else None
@@ -463,29 +443,6 @@ class PhaseTransitionTrainer:
                 sink.rewind(self.history)
 
     # ------------------------------------------------------------------ set-up helpers
-    def _prepare_log_dir(self) -> None:
-        try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.log_dir / ".write_test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
-            raise ValueError(f"log_dir {str(self.log_dir)!r} cannot be written: {error.strerror or error}") from None
-
-    def _build_callbacks(self, callbacks: Sequence[Callback | Callable] | None) -> list[Callback]:
-        built: list[Callback] = []
-        for index, callback in enumerate(callbacks or []):
-            if isinstance(callback, Callback):
-                built.append(callback)
-            elif callable(callback):
-                built.append(FunctionCallback(callback))
-            else:
-                raise TypeError(f"callbacks[{index}] must be a phasetrain Callback or a function "
-                                f"fn(trainer, epoch, metrics), got {callback!r}")
-        if self.early_stopping_patience is not None:
-            built.append(EarlyStopping(self.early_stopping_patience, self.early_stopping_min_delta))
-        return built
-
     def _meta(self) -> dict[str, Any]:
         return {
             **self.state.summary_fields(),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from phasetrain._io import prepare_log_dir
 from phasetrain import _validation as check
 from phasetrain.accumulate import StepAccumulator
 from phasetrain.detect import Transition, detect_in_history
@@ -91,16 +91,7 @@ class RunRecorder:
         self._started: float | None = None
         self._writes = rank() == 0
         if self._writes:
-            self._check_log_dir()
-
-    def _check_log_dir(self) -> None:
-        """Create `log_dir` now, so a bad path fails when the callback is built, not at the first save."""
-        try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ValueError(f"log_dir {str(self.log_dir)!r} cannot be written: {error.strerror or error}") from None
-        if not os.access(self.log_dir, os.W_OK):
-            raise ValueError(f"log_dir {str(self.log_dir)!r} cannot be written: permission denied")
+            prepare_log_dir(self.log_dir)  # a bad path fails when the callback is built, not at the first save
 
     # ------------------------------------------------------------------ run boundaries
     def start(self, device: torch.device) -> None:
