@@ -437,7 +437,7 @@ def plot_run(
     `run` is a run folder, a `metrics.json`, or a `MetricHistory` (then `out_path` is required).
     `out_path` defaults to `<run folder>/report.png`. `transitions` ({metric: [...]} or a flat list
     naming metrics; `{}` for none) defaults to the detector's output on the summary's key metrics
-    (`phasetrain.summary.SUMMARY_METRICS`: val_acc, val_loss, train_loss, ...) with `window_size`
+    (`phasetrain.summary.KEY_METRICS`: val_acc, val_loss, train_loss, ...) with `window_size`
     (in steps; None: the detector's default). `title` defaults to the run folder's name.
     """
     check_int("dpi", dpi)
