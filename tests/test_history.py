@@ -77,3 +77,12 @@ def test_load_metrics_rejects_bad_files_naming_the_path(tmp_path, content, words
 def test_load_metrics_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no metrics file"):
         load_metrics(tmp_path / "nothing")
+
+
+def test_steps_stay_strictly_increasing_per_metric():
+    history = MetricHistory()
+    history.log(5, {"val_loss": 1.0})
+    history.log(5, {"val_loss": 0.5, "val_acc": 0.9})
+    assert history.steps("val_loss").tolist() == [5] and history.values("val_loss").tolist() == [0.5]
+    with pytest.raises(ValueError, match="'val_loss' is already recorded up to step 5; got step 3"):
+        history.log(3, {"val_loss": 0.1})

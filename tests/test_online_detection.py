@@ -70,3 +70,18 @@ def test_watcher_windows_follow_sparse_recording_and_state_round_trips():
         assert a == b
         found += a
     assert [t.step for t in found] == [10000]
+
+
+def test_an_epoch_without_updates_does_not_break_the_watcher(tmp_path):
+    """Validation of an epoch whose every update was skipped lands at the same step as the last one."""
+    model = make_mlp()
+
+    def nan_loss(outputs, targets):
+        return nn.functional.cross_entropy(outputs, targets) * float("nan")
+
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), nan_loss, log_dir=tmp_path,
+                                     on_nonfinite="skip", progress_bar=False, checkpoint_freq=None)
+    data = [(torch.randn(4, 8), torch.randint(0, 3, (4,)))]
+    trainer.train(data, data, num_epochs=3)
+    assert trainer.history.steps("val_loss").tolist() == [0]  # one step, the latest epoch's value
+    assert trainer.state.nonfinite_skipped == 3

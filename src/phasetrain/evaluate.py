@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from phasetrain._modes import eval_mode
 from phasetrain.batches import batch_size, move_to_device, split_batch
 from phasetrain.parallel import all_reduce_sum
 
@@ -16,10 +17,8 @@ def validation_pass(model: nn.Module, loss_fn: Callable, loader: Iterable, devic
     """Sample-weighted mean loss (and accuracy, where defined) over `loader`, in eval mode without
     gradients, summed over DDP ranks (each evaluates its shard); the model's per-module train/eval
     modes are restored afterwards."""
-    modes = [module.training for module in model.modules()]
-    model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, samples, accuracy samples
-    try:
+    with eval_mode(model):
         for batch in loader:
             inputs, targets = move_to_device(split_batch(batch), device)
             outputs = forward(inputs)
@@ -30,9 +29,6 @@ def validation_pass(model: nn.Module, loss_fn: Callable, loader: Iterable, devic
             if accuracy is not None:
                 sums[1] += accuracy * n
                 sums[3] += n
-    finally:
-        for module, mode in zip(model.modules(), modes):
-            module.training = mode
     loss_sum, correct_sum, samples, acc_samples = all_reduce_sum(sums).tolist()
     if samples == 0:
         raise ValueError("val_loader yielded no batches")

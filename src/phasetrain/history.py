@@ -32,14 +32,26 @@ class MetricHistory:
 
     def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
         """Record `metrics` (name -> value) at global `step`. `None` values are skipped;
-        NaN/Inf are kept (they are facts about the run) and serialised as JSON null."""
+        NaN/Inf are kept (they are facts about the run) and serialised as JSON null.
+
+        Each metric's steps stay strictly increasing (the detector and every plot rely on it): a
+        second value at a metric's last step replaces the first (e.g. the validation of an epoch
+        in which every update was skipped); a step before the last one is refused.
+        """
+        step = int(step)
         for name, value in metrics.items():
             if value is None:
                 continue
-            if name not in self._steps:
-                self._steps[name] = array("q")
+            steps = self._steps.get(name)
+            if steps is None:
+                steps = self._steps[name] = array("q")
                 self._values[name] = array("d")
-            self._steps[name].append(int(step))
+            elif steps[-1] == step:
+                self._values[name][-1] = float(value)
+                continue
+            elif steps[-1] > step:
+                raise ValueError(f"metric {name!r} is already recorded up to step {steps[-1]}; got step {step}")
+            steps.append(step)
             self._values[name].append(float(value))
 
     def names(self) -> list[str]:

@@ -9,6 +9,7 @@ up to that many records after it completes.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 from phasetrain.detect import OnlineDetector, Transition
@@ -29,14 +30,16 @@ class TransitionWatcher:
         self.window_size = window_size
         self._first: dict[str, tuple[float, float]] = {}
         self._detectors: dict[str, OnlineDetector] = {}
+        self._last_step: dict[str, float] = {}
         self.found: list[Transition] = []
 
     def observe(self, step: int, record: Mapping[str, float]) -> list[Transition]:
         """Feed one record (name -> value at `step`); return newly confirmed transitions, metric set."""
         confirmed: list[Transition] = []
         for name in self.metrics:
-            if name not in record:
-                continue
+            if name not in record or step <= self._last_step.get(name, -math.inf):
+                continue  # a second record at the same step (an epoch without updates) is not fed
+            self._last_step[name] = step
             detector = self._detectors.get(name)
             if detector is None:
                 detector = self._start(name, step, record[name])
@@ -64,6 +67,7 @@ class TransitionWatcher:
             "windows": {name: [d.window_size, d.check_every] for name, d in self._detectors.items()},
             "detectors": {name: d.state_dict() for name, d in self._detectors.items()},
             "found": [t.to_dict() for t in self.found],
+            "last_step": dict(self._last_step),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -75,3 +79,4 @@ class TransitionWatcher:
             detector.load_state_dict(detector_state)
             self._detectors[name] = detector
         self.found = [Transition(**t) for t in state["found"]]
+        self._last_step = dict(state["last_step"])

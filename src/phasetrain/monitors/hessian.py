@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from phasetrain._modes import eval_mode
 from phasetrain.curvature.diagonal import diagonal_statistics
 from phasetrain.curvature.lanczos import lanczos
 from phasetrain.curvature.operator import Batch, HessianOperator
@@ -148,18 +149,12 @@ class HessianMonitor(Monitor):
     def compute(self, ctx: StepContext) -> dict[str, float]:
         """Measure on the fixed batch with every module in eval mode; restores the modes."""
         batches = self._prepare(ctx)
-        modes = [(m, m.training) for m in ctx.model.modules()]
-        ctx.model.eval()
-        try:
-            with HessianOperator(ctx.model, ctx.loss_fn, batches) as op:
-                if not bool(torch.isfinite(op.loss)):
-                    return {name: float("nan") for name in self._names(ctx.optimizer)}
-                if self.method == "eigenvalues":
-                    return self._eigenvalues(op, ctx.optimizer)
-                return self._diagonal(op)
-        finally:
-            for module, training in modes:
-                module.training = training
+        with eval_mode(ctx.model), HessianOperator(ctx.model, ctx.loss_fn, batches) as op:
+            if not bool(torch.isfinite(op.loss)):
+                return {name: float("nan") for name in self._names(ctx.optimizer)}
+            if self.method == "eigenvalues":
+                return self._eigenvalues(op, ctx.optimizer)
+            return self._diagonal(op)
 
     def _names(self, optimizer: torch.optim.Optimizer) -> list[str]:
         if self.method == "diagonal":
