@@ -29,7 +29,7 @@ def is_classification(outputs: Any, targets: Any) -> bool:
 
 def correct_count(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Number of positions whose arg-max class equals the target, as a 0-d tensor on the device."""
-    return (outputs.argmax(dim=1) == targets).sum()
+    return torch.count_nonzero(outputs.argmax(dim=1) == targets)
 
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:

@@ -336,12 +336,12 @@ class PhaseTransitionTrainer:
         when it is computed; with fp16 an overflowing gradient is the scaler's business (it skips
         that update), not a failure."""
         total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
-        if grad_norm is not None and self.precision != "fp16":
-            total = total + grad_norm
+        checked_norm = grad_norm if grad_norm is not None and self.precision != "fp16" else None
         if parallel.is_distributed():
-            finite = not parallel.all_reduce_sum((~torch.isfinite(total)).double().reshape(1)).item()
-        else:
-            finite = math.isfinite(total.item())
+            both = total if checked_norm is None else total + checked_norm
+            finite = not parallel.all_reduce_sum((~torch.isfinite(both)).double().reshape(1)).item()
+        else:  # two scalar reads cost less than one more kernel
+            finite = math.isfinite(total.item()) and (checked_norm is None or math.isfinite(checked_norm.item()))
         if finite:
             return True
         if self.on_nonfinite == "skip":
