@@ -24,9 +24,21 @@ from phasetrain import _validation as check
 from phasetrain import parallel
 from phasetrain._io import prepare_log_dir
 from phasetrain.accumulate import EpochTotals, StepAccumulator
-from phasetrain.batches import as_device, batch_size, check_loader, move_to_device, split_batch
+from phasetrain.batches import (
+    as_device,
+    batch_size,
+    check_loader,
+    move_to_device,
+    split_batch,
+)
 from phasetrain.callbacks import Callback, EarlyStopping, build_callbacks
-from phasetrain.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint_file, save_checkpoint, step_checkpoints
+from phasetrain.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint_file,
+    save_checkpoint,
+    step_checkpoints,
+)
 from phasetrain.classification import batch_accuracy, batch_correct
 from phasetrain.evaluate import validation_pass
 from phasetrain.history import MetricHistory, save_metrics, unknown_metric_message
