@@ -33,6 +33,12 @@ def check_float(name: str, value: Any, minimum: float = 0.0, strict: bool = Fals
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
+def check_metric_names(name: str, value: Any) -> None:
+    """`value` must be a sequence of metric names (a bare string is refused: it would be read letter by letter)."""
+    if isinstance(value, str) or not all(isinstance(m, str) for m in value):
+        raise TypeError(f"{name} must be a sequence of metric names, got {value!r}")
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     """`value` must be one of `choices`."""
     choices = list(choices)
@@ -86,8 +92,7 @@ def check_trainer_arguments(*, model: Any, optimizer: Any, loss_fn: Any, hessian
     check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
     check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
     check_choice("precision", precision, PRECISIONS)
-    if isinstance(watch_metrics, str) or not all(isinstance(m, str) for m in watch_metrics):
-        raise TypeError(f"watch_metrics must be a sequence of metric names, got {watch_metrics!r}")
+    check_metric_names("watch_metrics", watch_metrics)
     if scheduler is not None and not hasattr(scheduler, "step"):
         raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object with .step(), got {scheduler!r}")
     if accuracy_fn is not None and not callable(accuracy_fn):

@@ -19,14 +19,10 @@ KEY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "hessian_eig_1"
 def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = KEY_METRICS,
                           window_size: int | None = None) -> dict[str, list[dict[str, Any]]]:
     """{metric: [transition dicts]} for each of `metrics` present in `history`."""
-    from phasetrain.detect import detect_transitions
+    from phasetrain.detect import detect_in_history
 
-    found = {}
-    for name in metrics:
-        if name in history:
-            transitions = detect_transitions(history.values(name), history.steps(name), window_size=window_size)
-            found[name] = [{**t.to_dict(), "metric": name} for t in transitions]
-    return found
+    return {name: [t.to_dict() for t in detect_in_history(history, name, window_size)]
+            for name in metrics if name in history}
 
 
 def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[str, Any]:

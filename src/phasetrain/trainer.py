@@ -197,7 +197,7 @@ class PhaseTransitionTrainer:
 
     def find_transitions(self, metric: str = "val_acc", window_size: int | None = 100) -> list:
         """Full `Transition` records (step, start/end, levels, magnitude, direction, score) of `metric`."""
-        from phasetrain.detect import detect_transitions
+        from phasetrain.detect import detect_in_history
 
         if metric not in self.history:
             raise KeyError(unknown_metric_message(metric, self.history.names()))
@@ -206,8 +206,7 @@ class PhaseTransitionTrainer:
         if window_size is not None and steps.size >= 8 and window_size > 10 * steps[-1]:
             raise ValueError(f"window_size={window_size} is more than 10x the {steps[-1]} steps {metric!r} was "
                              f"recorded over; use a window of at most {steps[-1]} steps, or None to choose one")
-        found = detect_transitions(self.history.values(metric), steps, window_size=window_size)
-        return [t.with_metric(metric) for t in found]
+        return detect_in_history(self.history, metric, window_size)
 
     def get_training_summary(self) -> dict[str, Any]:
         """Final and best figures, step counts, stop reason, wall time and detected transitions."""

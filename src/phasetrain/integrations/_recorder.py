@@ -18,14 +18,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from phasetrain._io import prepare_log_dir
 from phasetrain import _validation as check
+from phasetrain._io import prepare_log_dir
 from phasetrain.accumulate import StepAccumulator
 from phasetrain.detect import Transition, detect_in_history
 from phasetrain.history import MetricHistory, load_metrics, save_metrics
 from phasetrain.loggers import JsonlLogger
 from phasetrain.monitors.base import Monitor, StepContext
-from phasetrain.monitors.hessian import METHODS as HESSIAN_METHODS
 from phasetrain.monitors.hessian import HessianMonitor
 from phasetrain.monitors.weights import WeightNormMonitor
 from phasetrain.parallel import rank
@@ -58,12 +57,11 @@ class RecorderConfig:
         if not isinstance(self.log_dir, (str, Path)):
             raise TypeError(f"log_dir must be a str or pathlib.Path, got {self.log_dir!r}")
         check.check_int("log_freq", self.log_freq)
-        check.check_choice("hessian_method", self.hessian_method, HESSIAN_METHODS)
+        check.check_choice("hessian_method", self.hessian_method, check.HESSIAN_METHODS)
         check.check_int("hessian_freq", self.hessian_freq)
         check.check_int("hessian_k", self.hessian_k)
         check.check_int("watch_window", self.watch_window)
-        if isinstance(self.watch_metrics, str) or not all(isinstance(m, str) for m in self.watch_metrics):
-            raise TypeError(f"watch_metrics must be a sequence of metric names, got {self.watch_metrics!r}")
+        check.check_metric_names("watch_metrics", self.watch_metrics)
         for index, monitor in enumerate(self.monitors):
             if not (hasattr(monitor, "should_run") and hasattr(monitor, "compute")):
                 raise TypeError(f"monitors[{index}] must be a phasetrain Monitor (should_run, compute), got {monitor!r}")

@@ -28,12 +28,12 @@ import torch
 from torch import Tensor
 
 from phasetrain._modes import eval_mode
+from phasetrain._validation import HESSIAN_METHODS
 from phasetrain.curvature.diagonal import diagonal_statistics
 from phasetrain.curvature.lanczos import lanczos
 from phasetrain.curvature.operator import Batch, HessianOperator
 from phasetrain.monitors.base import Monitor, StepContext
 
-METHODS = ("diagonal", "eigenvalues")
 
 
 def _to(x: Any, device: torch.device) -> Any:
@@ -100,8 +100,8 @@ class HessianMonitor(Monitor):
         num_samples: int = 24,
         num_exact: int = 8,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method not in HESSIAN_METHODS:
+            raise ValueError(f"method must be one of {HESSIAN_METHODS}, got {method!r}")
         self.method = method
         self.freq = _positive_int("freq", freq)
         self.k = _positive_int("k", k)
