@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) -m pip uninstall --quiet -y torchvision
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/curvature.py
+	$(PY) benchmarks/curvature_floor.py
 	$(PY) benchmarks/detection.py
 
 clean:
