@@ -137,6 +137,75 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
     return h
 
 
+class LanczosRecurrence:
+    """The Lanczos recurrence A Q_m = Q_m T_m + beta_m q_{m+1} e_m^T with partial
+    reorthogonalisation (module notes), one `step()` per product, on the start vector's device.
+
+    `basis` rows 0..m-1 are q_1..q_m (unit, semi-orthogonal); `alphas`, `betas`: the tridiagonal
+    T_m's diagonal and the couplings (`betas[i]` couples q_i and q_{i+1}; the last one is beta_m);
+    `passes`: reorthogonalisations against the whole basis; `norm`: a running estimate of ||A||.
+    """
+
+    def __init__(self, matvec: MatVec, start: Tensor, max_steps: int) -> None:
+        self.matvec = matvec
+        self.basis = torch.empty(max_steps, start.numel(), dtype=start.dtype, device=start.device)
+        self.basis[0] = start  # rows past the last step are never read
+        self.eps = float(torch.finfo(start.dtype).eps)
+        self.omega = _Orthogonality(self.eps)
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+        self.passes = 0
+        self._w = start
+        self._beta = torch.zeros((), dtype=start.dtype, device=start.device)
+        self._reorthogonalize_next = False
+
+    @property
+    def norm(self) -> float:
+        return self.omega.norm
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (ascending) and eigenvectors of T_m, float64 on the host."""
+        a, b = self.alphas, self.betas[:-1]
+        tri = np.diag(a) + np.diag(b, 1) + np.diag(b, -1)
+        # torch's LAPACK, not numpy's: numpy's BLAS threads contend with torch's (ms per call).
+        theta, s = torch.linalg.eigh(torch.from_numpy(tri))
+        return theta.numpy(), s.numpy()
+
+    def step(self) -> None:
+        """One product: extends T by a row (one device sync for alpha and beta)."""
+        j = len(self.alphas)
+        basis, beta = self.basis, self._beta
+        if j:
+            torch.div(self._w, beta, out=basis[j])
+        q = basis[j]
+        w = self.matvec(q).to(basis.dtype)
+        w = w.clone() if w.data_ptr() == q.data_ptr() else w  # in-place below: never the basis
+        alpha = torch.dot(q, w)
+        w.addcmul_(q, alpha, value=-1)
+        if j > 0:
+            w.addcmul_(basis[j - 1], beta, value=-1)
+        if self._reorthogonalize_next:  # the second of a pair (Simon 1984)
+            alpha = alpha + _orthogonalize(w, basis[: j + 1])[j]
+            self.passes += 1
+        beta = torch.linalg.vector_norm(w)
+        alpha_j, beta_j = torch.stack([alpha, beta]).tolist()
+        self.alphas.append(alpha_j)
+        self.betas.append(beta_j)
+        if self._reorthogonalize_next:
+            self.omega.advance(self.alphas, self.betas)
+            self.omega.reset()
+            self._reorthogonalize_next = False
+        elif self.omega.advance(self.alphas, self.betas) > self.eps**0.5:
+            h_j = _orthogonalize(w, basis[: j + 1])[j]
+            beta = torch.linalg.vector_norm(w)
+            correction, self.betas[-1] = torch.stack([h_j, beta]).tolist()
+            self.alphas[-1] += correction
+            self.omega.reset()
+            self.passes += 1
+            self._reorthogonalize_next = True
+        self._w, self._beta = w, beta
+
+
 def lanczos(
     matvec: MatVec,
     dim: int,
@@ -163,45 +232,11 @@ def lanczos(
     device = torch.device(device)
     eps = float(torch.finfo(dtype).eps)
     m_max = min(max_iter, dim)
-    basis = torch.empty(m_max, dim, dtype=dtype, device=device)  # rows past j are never read
-    basis[0] = _start_vector(dim, v0, generator, dtype, device)
-    omega = _Orthogonality(eps)
-    alphas: list[float] = []
-    betas: list[float] = []
-    beta = torch.zeros((), dtype=dtype, device=device)
-    reorthogonalize_next = False
-    passes = 0
+    krylov = LanczosRecurrence(matvec, _start_vector(dim, v0, generator, dtype, device), m_max)
     for j in range(m_max):
-        q = basis[j]
-        w = matvec(q).to(dtype)
-        w = w.clone() if w.data_ptr() == q.data_ptr() else w  # in-place below: never the basis
-        alpha = torch.dot(q, w)
-        w.addcmul_(q, alpha, value=-1)
-        if j > 0:
-            w.addcmul_(basis[j - 1], beta, value=-1)
-        if reorthogonalize_next:  # the second of a pair (Simon 1984)
-            alpha = alpha + _orthogonalize(w, basis[: j + 1])[j]
-            passes += 1
-        beta = torch.linalg.vector_norm(w)
-        alpha_j, beta_j = torch.stack([alpha, beta]).tolist()
-        alphas.append(alpha_j)
-        betas.append(beta_j)
-        if reorthogonalize_next:
-            omega.advance(alphas, betas)
-            omega.reset()
-            reorthogonalize_next = False
-        elif omega.advance(alphas, betas) > eps**0.5:
-            h_j = _orthogonalize(w, basis[: j + 1])[j]
-            beta = torch.linalg.vector_norm(w)
-            correction, betas[-1] = torch.stack([h_j, beta]).tolist()
-            alphas[-1] += correction
-            omega.reset()
-            passes += 1
-            reorthogonalize_next = True
-        beta_j = betas[-1]
-        tri = np.diag(alphas) + np.diag(betas[:-1], 1) + np.diag(betas[:-1], -1)
-        # torch's LAPACK, not numpy's: numpy's BLAS threads contend with torch's (ms per call).
-        theta, s = (t.numpy() for t in torch.linalg.eigh(torch.from_numpy(tri)))
+        krylov.step()
+        beta_j = krylov.betas[-1]
+        theta, s = krylov.ritz()
         scale = max(float(np.max(np.abs(theta))), np.finfo(np.float64).tiny)
         idx = _wanted(theta, min(k, j + 1), which)
         resid = beta_j * np.abs(s[-1, idx])
@@ -211,8 +246,7 @@ def lanczos(
         met = np.all(resid <= np.maximum(tol * np.abs(theta[idx]), eps * scale))
         if invariant or (j + 1 >= k and met) or j + 1 == m_max:
             break
-        torch.div(w, beta, out=basis[j + 1])
-    m = len(alphas)
+    m = len(krylov.alphas)
     if len(idx) < k:
         raise RuntimeError(
             f"the Krylov space became invariant at dimension {m} < k={k}; the start vector lies "
@@ -221,12 +255,12 @@ def lanczos(
     vectors = None
     if return_eigenvectors:
         coeffs = torch.as_tensor(s[:, idx], dtype=dtype, device=device)
-        vectors = basis[:m].T @ coeffs
+        vectors = krylov.basis[:m].T @ coeffs
     return LanczosResult(
         eigenvalues=torch.as_tensor(theta[idx], dtype=dtype),
         eigenvectors=vectors,
         residuals=torch.as_tensor(resid, dtype=dtype),
         num_matvecs=m,
         converged=bool(invariant or met),
-        num_reorthogonalizations=passes,
+        num_reorthogonalizations=krylov.passes,
     )
