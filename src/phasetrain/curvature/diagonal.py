@@ -2,19 +2,21 @@
 
 Exact when the operator is small: if `dim` is at most the number of products the estimate would
 use, the diagonal is computed exactly, one product e_i^T A e_i per coordinate. Otherwise:
-- mean: Hutchinson's trace / dim, unbiased, with its standard error; with `groups` (one per layer)
-  each probe may cover one group only, which removes the couplings between layers from the noise,
-  where a pilot shows that they outweigh the loss of probes per group;
-- per-layer means: Hutchinson's partial traces / layer size, unbiased, with standard errors;
+- probes: with `groups` (one per layer) each probe covers one group only, which removes the
+  couplings between layers from the noise. A pilot of one probe per group (kept as the first probe
+  of its group) predicts whether that beats whole-vector probes, and splits the probes between the
+  groups as in stratified sampling (Neyman allocation; Cochran, "Sampling Techniques", 1977, 5.5):
+  half the weight to the trace's noise, half to the spread's (`allocate_probes`);
+- mean: Hutchinson's trace / dim, unbiased, with its standard error; per-layer means likewise;
 - std: debiased. The spread of the per-element estimates is the true spread plus probe noise;
   the probe-noise variance of element i is estimated by its squared standard error, so
-  std^2 = var_i(estimate_i) - mean_i(stderr_i^2) is unbiased for the spread (clipped at 0). (The
-  screened exact entries below are not put in its place: chosen for their large estimates, they
-  are where the noise is largest, so that swap biases the spread down, to 0 on a noisy CNN);
+  std^2 = var_i(estimate_i) - mean_i(stderr_i^2) is unbiased for the spread (clipped at 0);
 - max: screened and verified. Hutchinson's largest per-element estimate is mostly noise (biased
-  up), so the `num_exact` coordinates with the largest estimates get their exact diagonal entry,
-  and `max` is the largest of those: a lower bound on the true maximum, exact when the arg-max is
-  among the screened coordinates.
+  up), so `num_exact` coordinates get their exact diagonal entry and `max` is the largest of those:
+  a lower bound on the true maximum, exact when the arg-max is among them. Half of them (rounded
+  up) are the coordinates with the largest estimated row norms within their group (|A_ii| is at
+  most that norm, which is estimated far more precisely than A_ii: on the benchmark CNN the
+  diagonal estimate's noise is ~10x the largest entries), the rest those with the largest estimates.
 Population statistics (no n-1 correction) over all coordinates.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from phasetrain.curvature.hutchinson import check_groups, hutchinson_diagonal, rademacher
+from phasetrain.curvature.hutchinson import Probe, check_groups, confined_probe, hutchinson_diagonal
 
 MatVec = Callable[[Tensor], Tensor]
 
@@ -88,27 +90,51 @@ def merge_groups(groups: Sequence[slice], max_groups: int) -> list[slice]:
     return merged
 
 
-def grouping_pays(
-    matvec: MatVec, dim: int, groups: Sequence[slice], generator: torch.Generator, *,
-    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-) -> bool:
-    """Whether probes confined to `groups` beat whole-vector probes, from one pilot probe per group.
+def apportion(weights: Sequence[float], total: int, minimum: int = 2) -> list[int]:
+    """Integers >= `minimum` summing to `total`, as close as greedily possible to shares of
+    `total` proportional to `weights` (each extra unit goes to the largest remaining shortfall)."""
+    counts = [minimum] * len(weights)
+    whole = sum(weights)
+    targets = [total * w / whole if whole > 0 else total / len(weights) for w in weights]
+    for _ in range(total - minimum * len(weights)):
+        g = max(range(len(weights)), key=lambda g: targets[g] - counts[g])
+        counts[g] += 1
+    return counts
 
-    A probe's Hutchinson variance is about 2 ||A||_F^2 (off-diagonal part) for a whole-vector
-    probe and 2 ||A_bb||_F^2 for one confined to group b, which then needs len(groups) probes to
-    cover the vector. With z_b a Rademacher vector on group b, E||(A z_b)_b||^2 = ||A_bb||_F^2 and
-    E||A z_b||^2 = ||A_:b||_F^2, so the pilot estimates both sums. Costs len(groups) products.
+
+def allocate_probes(pilot: Sequence[Probe], groups: Sequence[slice], num_samples: int) -> list[int] | None:
+    """Probes per group for `num_samples` confined probes, or None where whole-vector probes are
+    predicted to estimate the trace better; from one pilot probe per group (pilot[g] = (z_g, A z_g)).
+
+    With y = A z_g: E||y_g||^2 = ||A_gg||_F^2 and E||y||^2 = ||A_:g||_F^2. A confined probe of
+    group g has trace variance ~2 ||A_gg||_F^2, a whole-vector one ~2 ||A||_F^2 = 2 sum_g ||A_:g||_F^2;
+    Neyman's allocation (n_g ~ ||A_gg||_F) gives 2 (sum_g ||A_gg||_F)^2 / num_samples, whole-vector
+    probes 2 ||A||_F^2 / num_samples. The spread's estimate (a U-statistic, sum_i of d_i^2 each from
+    pairs of probes) has a noise term ~2 sum_{i in g} sigma_i^4 / n_g^2 per group, with sigma_i^2 =
+    sum_{j != i, j in g} A_ij^2 <= E[y_i^2], minimised at n_g ~ (sum_i sigma_i^4)^(1/3); the pilot's
+    sum_i y_i^4 (about 3x that sum) stands in for it. Each rule's shares are normalised and the two
+    weighed equally: the mean-only rule leaves too few probes to the small, high-curvature output
+    layers for the spread (on the benchmark small MLP, simulated over 80 seeds, its std error is 13%
+    at the 90th percentile, 10% with the mix; the mean's barely moves).
     """
-    z = torch.zeros(dim, dtype=dtype, device=device)
-    within = torch.zeros((), dtype=torch.float64, device=device)
-    columns = torch.zeros((), dtype=torch.float64, device=device)
-    for group in groups:
-        z[group] = rademacher(group.stop - group.start, generator, dtype).to(device)
-        y = matvec(z).double()
-        z[group] = 0
-        within += y[group].square().sum()
-        columns += y.square().sum()
-    return bool(len(groups) * within < columns)
+    within = torch.stack([y[g].double().square().sum() for (_, y), g in zip(pilot, groups)])
+    columns = torch.stack([torch.linalg.vector_norm(y, dtype=torch.float64) ** 2 for _, y in pilot])
+    fourth = torch.stack([y[g].double().pow(4).sum() for (_, y), g in zip(pilot, groups)])
+    trace_w = within.sqrt()
+    spread_w = fourth.pow(1 / 3)
+    weights = trace_w / trace_w.sum().clamp_min(1e-300) + spread_w / spread_w.sum().clamp_min(1e-300)
+    confine = bool(trace_w.sum() ** 2 < columns.sum())
+    return apportion(weights.tolist(), num_samples) if confine else None
+
+
+def screened_coordinates(estimate: Tensor, row_norms_sq: Tensor, num: int) -> Tensor:
+    """`num` distinct coordinates to verify exactly: ceil(num/2) with the largest `row_norms_sq`
+    (estimated squared row norms), then the rest with the largest `estimate`s; shape (num,), long."""
+    by_row = torch.topk(row_norms_sq, (num + 1) // 2).indices
+    rest = estimate.double().clone()
+    rest[by_row] = -torch.inf
+    by_estimate = torch.topk(rest, num // 2).indices
+    return torch.cat([by_row, by_estimate])
 
 
 def diagonal_statistics(
@@ -116,8 +142,8 @@ def diagonal_statistics(
     dim: int,
     generator: torch.Generator,
     *,
-    num_samples: int = 24,
-    num_exact: int = 8,
+    num_samples: int = 22,
+    num_exact: int = 4,
     slices: Sequence[slice] = (),
     groups: Sequence[slice] = (),
     dtype: torch.dtype = torch.float32,
@@ -128,8 +154,9 @@ def diagonal_statistics(
     Costs `num_samples + num_exact` products, or `dim` if that is no more (then exact). `slices`
     (one per layer, say) get per-slice means. `groups` (contiguous slices covering the vector,
     e.g. `HessianOperator.module_slices()`, merged to at most `num_samples // 4`) get probes of
-    their own (`hutchinson_diagonal`) where a pilot of one probe per group, out of the
-    `num_samples`, says that this lowers the variance (`grouping_pays`).
+    their own where a pilot of one probe per group, out of the `num_samples`, says that this
+    lowers the variance, split between them by `allocate_probes`; otherwise the pilot is spent
+    and the remaining probes cover the whole vector.
     """
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
@@ -144,14 +171,17 @@ def diagonal_statistics(
         )
     groups = merge_groups(check_groups(groups, dim), max(1, num_samples // 4))
     groups = groups if len(groups) > 1 else []
-    grouped = bool(groups) and grouping_pays(matvec, dim, groups, generator, dtype=dtype, device=device)
+    pilot = [confined_probe(matvec, dim, g, generator, dtype, device) for g in groups]
+    counts = allocate_probes(pilot, groups, num_samples) if groups else None
+    grouped = counts is not None
     est = hutchinson_diagonal(
-        matvec, dim, num_samples - len(groups), generator, slices=slices,
-        groups=groups if grouped else (), dtype=dtype, device=device,
+        matvec, dim, num_samples if grouped else num_samples - len(groups), generator, slices=slices,
+        groups=groups if grouped else (), counts=counts or (), pilot=pilot if grouped else (),
+        dtype=dtype, device=device,
     )
     d = est.diagonal.double()
     noise = est.stderr.double() ** 2
-    screened = torch.topk(d, min(num_exact, dim)).indices
+    screened = screened_coordinates(d, est.row_norms_sq, min(num_exact, dim))
     top = diagonal_entries(matvec, dim, screened, dtype=dtype, device=device)
     spread = d.var(correction=0) - noise.mean()
     std, top_max = torch.stack([spread.clamp_min(0).sqrt(), top.max().double()]).tolist()

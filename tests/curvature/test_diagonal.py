@@ -1,0 +1,107 @@
+"""Diagonal statistics: probe allocation, row-norm screening and the estimates against exact references."""
+import pytest
+import torch
+from torch.nn import functional as F
+
+from phasetrain.curvature import HessianOperator, diagonal_statistics, hutchinson_diagonal
+from phasetrain.curvature.diagonal import allocate_probes, apportion, screened_coordinates
+from phasetrain.curvature.hutchinson import confined_probe
+
+
+def _blocks(sizes: list[int], offs: list[float], seed: int) -> tuple[torch.Tensor, list[slice]]:
+    """A symmetric block-diagonal matrix: block g has off-diagonal entries of scale offs[g]."""
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(sizes)
+    a = torch.zeros(n, n, dtype=torch.float64)
+    groups, start = [], 0
+    for size, off in zip(sizes, offs):
+        g = slice(start, start + size)
+        noise = torch.randn(size, size, generator=gen, dtype=torch.float64)
+        a[g, g] = off * (noise + noise.T) / 2
+        groups.append(g)
+        start += size
+    a.diagonal().copy_(torch.rand(n, generator=gen, dtype=torch.float64))
+    return a, groups
+
+
+def test_apportion_keeps_the_minimum_and_the_total_and_follows_the_weights():
+    assert apportion([1.0, 1.0, 1.0], 9) == [3, 3, 3]
+    assert apportion([8.0, 1.0, 1.0], 20) == [16, 2, 2]
+    assert apportion([4.0, 1.0], 10) == [8, 2]
+    assert apportion([0.0, 0.0], 6) == [3, 3]
+    counts = apportion([5.0, 0.1, 2.0, 0.0], 22)
+    assert sum(counts) == 22 and min(counts) == 2 and counts[0] > counts[2] > counts[1]
+
+
+def test_allocation_favours_the_noisy_group_and_falls_back_to_whole_probes_when_confining_drops_little():
+    a, groups = _blocks([150, 150], [1.0, 0.01], seed=0)
+    gen = torch.Generator().manual_seed(1)
+    a[:150, 150:] = torch.randn(150, 150, generator=gen, dtype=torch.float64)  # couplings to drop
+    a[150:, :150] = a[:150, 150:].T
+    pilot = [confined_probe(lambda v: a @ v, 300, g, gen, torch.float64, "cpu") for g in groups]
+    counts = allocate_probes(pilot, groups, 20)
+    assert counts is not None and sum(counts) == 20 and counts[0] > 2 * counts[1] >= 4
+    # Couplings spread evenly: confined probes drop half the noise but cover half the vector.
+    b = torch.randn(300, 300, generator=gen, dtype=torch.float64)
+    b = b + b.T
+    pilot = [confined_probe(lambda v: b @ v, 300, g, gen, torch.float64, "cpu") for g in groups[:1]]
+    pilot.append(confined_probe(lambda v: b @ v, 300, slice(150, 300), gen, torch.float64, "cpu"))
+    assert allocate_probes(pilot, groups, 20) is None
+
+
+def test_counts_and_pilot_give_exact_results_on_a_diagonal_matrix_and_unbiased_row_norms():
+    d = torch.arange(1.0, 31.0, dtype=torch.float64)
+    groups = [slice(0, 10), slice(10, 30)]
+    gen = torch.Generator().manual_seed(0)
+    pilot = [confined_probe(lambda v: d * v, 30, g, gen, torch.float64, "cpu") for g in groups]
+    est = hutchinson_diagonal(lambda v: d * v, 30, 7, gen, groups=groups, counts=[2, 5], pilot=pilot,
+                              dtype=torch.float64)
+    torch.testing.assert_close(est.diagonal, d)
+    torch.testing.assert_close(est.row_norms_sq, d * d)
+    assert est.trace == pytest.approx(d.sum().item()) and est.trace_stderr < 1e-9
+    # Dense blocks: row_norms_sq estimates each row's squared norm within its own group.
+    a, groups = _blocks([40, 20], [0.5, 2.0], seed=3)
+    a[:40, 40:] = 5.0  # couplings between the groups do not count
+    a[40:, :40] = 5.0
+    est = hutchinson_diagonal(lambda v: a @ v, 60, 3000, torch.Generator().manual_seed(4), groups=groups,
+                              counts=[1500, 1500], dtype=torch.float64)
+    within = torch.cat([a[g, g].square().sum(1) for g in groups])
+    assert ((est.row_norms_sq - within).abs() / within).max() < 0.15
+
+
+def test_screening_takes_the_largest_rows_then_the_largest_other_estimates():
+    estimate = torch.tensor([5.0, 1.0, 4.0, 0.0, 3.0], dtype=torch.float64)
+    rows = torch.tensor([9.0, 0.0, 1.0, 8.0, 0.0], dtype=torch.float64)
+    assert screened_coordinates(estimate, rows, 3).tolist() == [0, 3, 2]
+    assert screened_coordinates(estimate, rows, 1).tolist() == [0]
+
+
+def test_max_found_through_its_row_where_its_estimate_drowns_in_noise():
+    # Entry 7 is the largest but sits in a heavily coupled block: its estimate's noise (~1.5)
+    # dwarfs it, while its row norm stands out; whole-vector screening by estimate misses it.
+    n = 3000
+    gen = torch.Generator().manual_seed(0)
+    diag = 0.5 * torch.rand(n, generator=gen, dtype=torch.float64)
+    diag[7] = 1.0
+    a = torch.diag(diag)
+    a[7, 1000:2000] = a[1000:2000, 7] = 0.2 * torch.randn(1000, generator=gen, dtype=torch.float64)
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        return a @ v
+
+    hits = [diagonal_statistics(matvec, n, torch.Generator().manual_seed(s), num_samples=12, num_exact=2,
+                                dtype=torch.float64).max for s in range(5)]
+    assert hits == [1.0] * 5
+
+
+def test_statistics_of_tiny_models_against_their_dense_hessians(problem):
+    model, batch, H = problem
+    d = H.diagonal()
+    with HessianOperator(model, F.cross_entropy, [batch]) as op:
+        n, groups = op.num_params, op.module_slices()
+        runs = [diagonal_statistics(op.matvec, n, torch.Generator().manual_seed(s), num_samples=8, num_exact=2,
+                                    groups=groups, dtype=torch.float64) for s in range(20)]
+    assert n > 10 and all(not r.exact and r.num_matvecs == 10 for r in runs)
+    assert all(r.max <= d.max().item() + 1e-12 and (d - r.max).abs().min() < 1e-9 for r in runs)  # exact entries
+    z = torch.tensor([(r.mean - d.mean().item()) / max(r.mean_stderr, 1e-12) for r in runs])
+    assert z.abs().max() < 5 and z.abs().median() < 2  # unbiased, with honest standard errors
