@@ -3,9 +3,19 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from phasetrain.curvature import HessianOperator, diagonal_statistics, hutchinson_diagonal
-from phasetrain.curvature.diagonal import allocate_probes, apportion, screened_coordinates
-from phasetrain.curvature.hutchinson import confined_probe
+from phasetrain.curvature import (
+    HessianOperator,
+    diagonal_statistics,
+    hutchinson_diagonal,
+)
+from phasetrain.curvature.diagonal import (
+    allocate_block_probes,
+    allocate_probes,
+    apportion,
+    counted_block_probes,
+    screened_coordinates,
+)
+from phasetrain.curvature.hutchinson import block_probe, confined_probe
 
 
 def _blocks(sizes: list[int], offs: list[float], seed: int) -> tuple[torch.Tensor, list[slice]]:
@@ -105,3 +115,58 @@ def test_statistics_of_tiny_models_against_their_dense_hessians(problem):
     assert all(r.max <= d.max().item() + 1e-12 and (d - r.max).abs().min() < 1e-9 for r in runs)  # exact entries
     z = torch.tensor([(r.mean - d.mean().item()) / max(r.mean_stderr, 1e-12) for r in runs])
     assert z.abs().max() < 5 and z.abs().median() < 2  # unbiased, with honest standard errors
+
+
+def test_block_products_equal_the_dense_hessians_diagonal_blocks(problem):
+    model, batch, H = problem
+    with HessianOperator(model, F.cross_entropy, [batch]) as op:
+        groups = op.module_slices() + op.layer_slices() + [slice(0, op.num_params)]
+        for g in groups:
+            v = torch.randn(g.stop - g.start, generator=torch.Generator().manual_seed(g.start), dtype=torch.float64)
+            torch.testing.assert_close(op.block_matvec(g, v), H[g, g] @ v, rtol=1e-10, atol=1e-12)
+        with pytest.raises(ValueError, match="whole parameter tensors"):
+            op.block_matvec(slice(1, 3), torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="closed"):
+        op.block_matvec(groups[0], torch.zeros(groups[0].stop, dtype=torch.float64))
+
+
+def test_block_allocation_buys_more_probes_where_they_are_cheap_within_the_budget():
+    a, groups = _blocks([100, 100], [1.0, 1.0], seed=3)
+    gen = torch.Generator().manual_seed(0)
+    pilot = [block_probe(lambda g, v: a[g, g] @ v, g, gen, torch.float64, "cpu") for g in groups]
+    equal = allocate_block_probes(pilot, groups, 20, [1.0, 1.0])
+    assert sum(equal) == 20 and abs(equal[0] - equal[1]) <= 2
+    cheap = allocate_block_probes(pilot, groups, 20, [1.0, 0.01])
+    assert cheap[1] > 5 * cheap[0]  # 1/sqrt(c) for the trace, c^(-1/3) for the spread: ~7x
+    spent = (cheap[0] - 1) * 1.0 + (cheap[1] - 1) * 0.01
+    assert abs(spent - (20 * 1.0 - 1.01)) <= 1.0  # the budget: 20 products of the dearest block
+
+
+def test_block_probe_costs_count_the_larger_products_as_dearer():
+    big, small = slice(0, 400), slice(400, 410)
+    a = torch.randn(410, 410, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def block(g: slice, v: torch.Tensor) -> torch.Tensor:  # a matrix product, as in a network's H v
+        return (a[g, g] @ v.expand(256, -1).T).mean(1)
+
+    _, costs = counted_block_probes(block, [big, small], torch.Generator(), torch.float64, "cpu")
+    assert costs[0] > 20 * costs[1]  # 2 * 400^2 * 256 multiply-adds against 2 * 10^2 * 256
+    assert costs[1] > 1e6  # every dispatched operation costs its fixed overhead
+
+
+def test_block_statistics_are_exact_on_a_diagonal_matrix_and_unbiased_on_tiny_models(problem):
+    d = torch.linspace(-1.0, 3.0, 60, dtype=torch.float64)
+    groups = [slice(0, 20), slice(20, 45), slice(45, 60)]
+    stats = diagonal_statistics(lambda v: d * v, 60, torch.Generator().manual_seed(0), num_samples=12, num_exact=2,
+                                groups=groups, block_matvec=lambda g, v: d[g] * v, dtype=torch.float64)
+    assert stats.grouped and not stats.exact
+    assert (stats.mean, stats.std, stats.max) == pytest.approx((d.mean().item(), d.std(correction=0).item(), 3.0))
+    model, batch, H = problem
+    exact = H.diagonal()
+    with HessianOperator(model, F.cross_entropy, [batch]) as op:
+        runs = [diagonal_statistics(op.matvec, op.num_params, torch.Generator().manual_seed(s), num_samples=8,
+                                    num_exact=2, groups=op.module_slices(), block_matvec=op.block_matvec,
+                                    dtype=torch.float64) for s in range(20)]
+    assert all(r.max <= exact.max().item() + 1e-12 and (exact - r.max).abs().min() < 1e-9 for r in runs)
+    z = torch.tensor([(r.mean - exact.mean().item()) / max(r.mean_stderr, 1e-12) for r in runs])
+    assert z.abs().max() < 5 and z.abs().median() < 2

@@ -26,8 +26,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from phasetrain.curvature.hutchinson import Probe, check_groups, confined_probe, hutchinson_diagonal
+from phasetrain.curvature.hutchinson import (
+    BlockMatVec,
+    Probe,
+    block_probe,
+    check_groups,
+    confined_probe,
+    hutchinson_diagonal,
+    on_group,
+)
 
 MatVec = Callable[[Tensor], Tensor]
 
@@ -117,14 +126,98 @@ def allocate_probes(pilot: Sequence[Probe], groups: Sequence[slice], num_samples
     layers for the spread (on the benchmark small MLP, simulated over 80 seeds, its std error is 13%
     at the 90th percentile, 10% with the mix; the mean's barely moves).
     """
-    within = torch.stack([y[g].double().square().sum() for (_, y), g in zip(pilot, groups)])
+    within, fourth = noise_sums(pilot, groups)
     columns = torch.stack([torch.linalg.vector_norm(y, dtype=torch.float64) ** 2 for _, y in pilot])
-    fourth = torch.stack([y[g].double().pow(4).sum() for (_, y), g in zip(pilot, groups)])
-    trace_w = within.sqrt()
-    spread_w = fourth.pow(1 / 3)
-    weights = trace_w / trace_w.sum().clamp_min(1e-300) + spread_w / spread_w.sum().clamp_min(1e-300)
-    confine = bool(trace_w.sum() ** 2 < columns.sum())
-    return apportion(weights.tolist(), num_samples) if confine else None
+    confine = bool(within.sqrt().sum() ** 2 < columns.sum())
+    return apportion(mixed_shares(within, fourth).tolist(), num_samples) if confine else None
+
+
+def noise_sums(pilot: Sequence[Probe], groups: Sequence[slice]) -> tuple[Tensor, Tensor]:
+    """Per group, from its pilot probe's block y_g = (A z_g)_g: sum_i y_i^2 (estimates
+    ||A_gg||_F^2, the trace noise) and sum_i y_i^4 (stands in for the spread's noise); float64."""
+    dim = groups[-1].stop
+    blocks = [on_group(y, g, dim).double() for (_, y), g in zip(pilot, groups)]
+    return torch.stack([b.square().sum() for b in blocks]), torch.stack([b.pow(4).sum() for b in blocks])
+
+
+def mixed_shares(within: Tensor, fourth: Tensor, costs: Tensor | None = None) -> Tensor:
+    """Shares of the probes per group: half by the trace rule (n_g ~ ||A_gg||_F / sqrt(c_g)), half by
+    the spread rule (n_g ~ (sum_i sigma_i^4 / c_g)^(1/3)), each normalised. `costs` c_g: the cost
+    of one probe of group g (default: equal); these are Cochran's (1977, 5.5) optimal allocations
+    for a fixed total cost."""
+    costs = torch.ones_like(within) if costs is None else costs
+    trace_w = within.sqrt() / costs.sqrt()
+    spread_w = (fourth / costs).pow(1 / 3)
+    return (trace_w / trace_w.sum().clamp_min(1e-300) + spread_w / spread_w.sum().clamp_min(1e-300)) / 2
+
+
+def allocate_block_probes(
+    pilot: Sequence[Probe], groups: Sequence[slice], num_samples: int, costs: Sequence[float]
+) -> list[int]:
+    """Probes per group (the pilot's included) when a probe of group g is a block product costing
+    `costs[g]` (`block_probe_costs`): the budget is `num_samples` products of the dearest block
+    (the first layers' block, which runs nearly the whole double backward: about one H v), of
+    which the pilot spent sum(costs); shares by `mixed_shares` with those costs."""
+    within, fourth = noise_sums(pilot, groups)
+    cost = torch.tensor(costs, dtype=torch.float64).clamp_min(1e-300)
+    shares = mixed_shares(within, fourth, cost)
+    left = num_samples * float(cost.max()) - float(cost.sum())
+    extra = max(round(left / float((shares * cost).sum())), len(groups))
+    return [1 + n for n in apportion(shares.tolist(), extra, minimum=1)]
+
+
+# Fixed cost of one dispatched operation, in multiply-adds of equal time (launch and dispatch
+# overhead; ~5 us at ~50 GFLOP/s on a CPU core, ~10 us at ~20 TFLOP/s on a GPU).
+OP_COST = {"cpu": 2.5e5, "cuda": 2e8}
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the operations dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def counted_block_probes(
+    block_matvec: BlockMatVec, groups: Sequence[slice], generator: torch.Generator, dtype: torch.dtype,
+    device: torch.device | str,
+) -> tuple[list[Probe], list[float]]:
+    """One block probe per group and its cost: the FLOPs of its matrix products and convolutions
+    (`torch.utils.flop_counter`) plus `OP_COST` per dispatched operation for the device type, so
+    that small layers, whose products are all overhead, are not taken for free. Counted, not
+    timed: the same model and batch get the same allocation on every run."""
+    from torch.utils.flop_counter import (
+        FlopCounterMode,  # imported on first use: ~1 s, once
+    )
+
+    per_op = OP_COST.get(torch.device(device).type, OP_COST["cuda"])
+    probes, costs = [], []
+    for group in groups:
+        with FlopCounterMode(display=False) as flops, _OpCounter() as ops:
+            probes.append(block_probe(block_matvec, group, generator, dtype, device))
+        costs.append(float(flops.get_total_flops()) + per_op * ops.ops)
+    return probes, costs
+
+
+def block_diagonal_entries(
+    block_matvec: BlockMatVec, groups: Sequence[slice], indices: Tensor, *, dtype: torch.dtype,
+    device: torch.device | str,
+) -> Tensor:
+    """The exact entries A_ii for `indices`, one block product each (the block of i's group)."""
+    out = torch.empty(len(indices), dtype=dtype, device=device)
+    for k, i in enumerate(torch.as_tensor(indices).tolist()):
+        group = next(g for g in groups if g.start <= i < g.stop)
+        e = torch.zeros(group.stop - group.start, dtype=dtype, device=device)
+        e[i - group.start] = 1
+        out[k] = block_matvec(group, e)[i - group.start]
+    return out
+
+
 
 
 def screened_coordinates(estimate: Tensor, row_norms_sq: Tensor, num: int) -> Tensor:
@@ -146,6 +239,7 @@ def diagonal_statistics(
     num_exact: int = 4,
     slices: Sequence[slice] = (),
     groups: Sequence[slice] = (),
+    block_matvec: BlockMatVec | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> DiagonalStatistics:
@@ -171,18 +265,27 @@ def diagonal_statistics(
         )
     groups = merge_groups(check_groups(groups, dim), max(1, num_samples // 4))
     groups = groups if len(groups) > 1 else []
-    pilot = [confined_probe(matvec, dim, g, generator, dtype, device) for g in groups]
-    counts = allocate_probes(pilot, groups, num_samples) if groups else None
+    blocks = block_matvec if groups else None
+    if blocks is not None:
+        pilot, costs = counted_block_probes(blocks, groups, generator, dtype, device)
+        counts = allocate_block_probes(pilot, groups, num_samples, costs)
+    else:
+        pilot = [confined_probe(matvec, dim, g, generator, dtype, device) for g in groups]
+        counts = allocate_probes(pilot, groups, num_samples) if groups else None
     grouped = counts is not None
+    probes = sum(counts) if grouped else num_samples - len(groups)
     est = hutchinson_diagonal(
-        matvec, dim, num_samples if grouped else num_samples - len(groups), generator, slices=slices,
-        groups=groups if grouped else (), counts=counts or (), pilot=pilot if grouped else (),
-        dtype=dtype, device=device,
+        matvec, dim, probes, generator, slices=slices, groups=groups if grouped else (),
+        counts=counts or (), pilot=pilot if grouped else (), block_matvec=blocks, dtype=dtype,
+        device=device,
     )
     d = est.diagonal.double()
     noise = est.stderr.double() ** 2
     screened = screened_coordinates(d, est.row_norms_sq, min(num_exact, dim))
-    top = diagonal_entries(matvec, dim, screened, dtype=dtype, device=device)
+    if blocks is not None:
+        top = block_diagonal_entries(blocks, groups, screened, dtype=dtype, device=device)
+    else:
+        top = diagonal_entries(matvec, dim, screened, dtype=dtype, device=device)
     spread = d.var(correction=0) - noise.mean()
     std, top_max = torch.stack([spread.clamp_min(0).sqrt(), top.max().double()]).tolist()
     sizes = [len(range(dim)[s]) for s in slices]
@@ -194,6 +297,6 @@ def diagonal_statistics(
         layer_means=[t / n for t, n in zip(est.block_traces, sizes)],
         layer_mean_stderrs=[t / n for t, n in zip(est.block_trace_stderrs, sizes)],
         exact=False,
-        num_matvecs=num_samples + len(screened),
+        num_matvecs=(probes if blocks is not None else num_samples) + len(screened),
         grouped=grouped,
     )

@@ -103,11 +103,52 @@ class HessianOperator:
 
     __call__ = matvec
 
-    def layer_slices(self) -> list[slice]:
-        """The slice of the flat vector that belongs to each trainable parameter tensor."""
+    def block_matvec(self, group: slice, v: Tensor) -> Tensor:
+        """H_gg v: the product with the diagonal block of the flat-vector slice `group`, which must
+        cover whole parameter tensors (e.g. one of `module_slices()`, or several in a row); `v` and
+        the result have shape `(group.stop - group.start,)`. Cheaper than `matvec` the later the
+        group's layers sit in the network: the double backward stops at the group's parameters
+        (on the benchmark CNN, 0.016 gradient steps for the output layer against 1.26 for H v).
+        """
+        if self._grads is None:
+            raise RuntimeError("HessianOperator is closed; open a new one to compute more products")
+        members = self._members(group)
+        if v.shape != (group.stop - group.start,):
+            raise ValueError(f"v must have shape ({group.stop - group.start},), got {tuple(v.shape)}")
+        self.num_matvecs += 1
+        live = [i for i in members if i in self._live]
+        if not live:
+            return torch.zeros_like(v)
+        offsets = self._offsets()
+        pieces = {i: v[offsets[i] - group.start: offsets[i + 1] - group.start].to(self.dtype) for i in live}
+        hv = torch.autograd.grad(
+            [self._grads[self._live.index(i)] for i in live], [self._params[i] for i in members],
+            [pieces[i].view(self._shapes[i]) for i in live], retain_graph=True, allow_unused=True,
+            materialize_grads=True,
+        )
+        return torch.cat([h.reshape(-1) for h in hv]).to(v.dtype)
+
+    def _offsets(self) -> list[int]:
+        """Where each trainable parameter tensor starts in the flat vector, and the end."""
         offsets = [0]
         for n in self._numels:
             offsets.append(offsets[-1] + n)
+        return offsets
+
+    def _members(self, group: slice) -> list[int]:
+        """Indices of the parameter tensors that make up `group` exactly (else ValueError)."""
+        offsets = self._offsets()
+        if not (isinstance(group, slice) and group.step in (None, 1) and group.start in offsets
+                and group.stop in offsets and group.stop > group.start):
+            raise ValueError(
+                f"group must be a slice covering whole parameter tensors (boundaries {offsets}), "
+                f"got {group!r}"
+            )
+        return list(range(offsets.index(group.start), offsets.index(group.stop)))
+
+    def layer_slices(self) -> list[slice]:
+        """The slice of the flat vector that belongs to each trainable parameter tensor."""
+        offsets = self._offsets()
         return [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
 
     def module_slices(self) -> list[slice]:

@@ -82,8 +82,9 @@ class HessianMonitor(Monitor):
 
     `k`: eigenvalues to report; `tol`: bound on the relative eigenvalue error (Lanczos stops when
     every residual is <= tol * |eigenvalue|); `max_iter`: product budget;
-    `num_samples`, `num_exact`: Hutchinson probes and exactly verified entries for the diagonal
-    (22 + 4 = 26 products);
+    `num_samples`, `num_exact`: the diagonal's probe budget (in products of the costliest layer
+    block, about one H v each) and its exactly verified entries (22 + 4; the probes are layer-block
+    products H_gg z, many of them cheap);
     `batches`: fixed curvature batches `[(inputs, targets), ...]` (default: the first one seen);
     `seed`: of the monitor's own generator (random starts and probes).
     """
@@ -186,7 +187,8 @@ class HessianMonitor(Monitor):
     def _diagonal(self, op: HessianOperator) -> dict[str, float]:
         stats = diagonal_statistics(
             op.matvec, op.num_params, self._generator, num_samples=self.num_samples,
-            num_exact=self.num_exact, groups=op.module_slices(), dtype=op.dtype, device=op.device,
+            num_exact=self.num_exact, groups=op.module_slices(), block_matvec=op.block_matvec,
+            dtype=op.dtype, device=op.device,
         )
         return {
             "hessian_diag_mean": stats.mean,
