@@ -9,7 +9,7 @@ import torch
 from torch import nn, optim
 
 from phasetrain import PhaseTransitionTrainer
-from phasetrain.curvature import HessianOperator, lanczos
+from phasetrain.curvature import HessianOperator, lanczos, spectral_density
 from phasetrain.monitors.hessian import HessianMonitor
 from phasetrain.monitors.base import StepContext
 
@@ -89,6 +89,31 @@ def test_hessian_operator_matvec_on_cuda_equals_dense():
     v = torch.randn(flat.numel(), device="cuda", dtype=torch.float64)
     with HessianOperator(model, nn.functional.cross_entropy, [(inputs, targets)]) as operator:
         torch.testing.assert_close(operator.matvec(v), dense @ v, rtol=1e-8, atol=1e-10)
+        for group in operator.module_slices():
+            torch.testing.assert_close(operator.block_matvec(group, v[group]), dense[group, group] @ v[group],
+                                       rtol=1e-8, atol=1e-10)
+
+
+def test_diagonal_statistics_and_spectral_density_on_cuda_match_cpu():
+    model = mlp().double()
+    batch = (data(1)[0][0].double(), data(1)[0][1])
+    values, densities = {}, {}
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        monitor = HessianMonitor(method="diagonal", freq=1, batches=[batch])
+        ctx = StepContext(model, nn.functional.cross_entropy, optim.SGD(model.parameters(), lr=0.1), 1, 0, batch,
+                          torch.device(device))
+        values[device] = monitor.compute(ctx)
+        inputs, targets = batch[0].to(device), batch[1].to(device)
+        with HessianOperator(model, nn.functional.cross_entropy, [(inputs, targets)]) as operator:
+            densities[device] = spectral_density(operator.matvec, operator.num_params, torch.Generator().manual_seed(0),
+                                                 num_probes=2, num_steps=20, dtype=torch.float64, device=device)
+    # The monitor draws its probes on the model's device (another random stream) and its allocation
+    # prices operations by device type, so the two means agree within their standard errors.
+    se = (values["cpu"]["hessian_diag_mean_stderr"] ** 2 + values["cuda"]["hessian_diag_mean_stderr"] ** 2) ** 0.5
+    assert abs(values["cuda"]["hessian_diag_mean"] - values["cpu"]["hessian_diag_mean"]) <= 5 * se
+    # The density's probes come from one CPU generator: the same quadrature on both devices.
+    torch.testing.assert_close(densities["cuda"].nodes, densities["cpu"].nodes, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
