@@ -7,6 +7,13 @@ use, the diagonal is computed exactly, one product e_i^T A e_i per coordinate. O
   of its group) predicts whether that beats whole-vector probes, and splits the probes between the
   groups as in stratified sampling (Neyman allocation; Cochran, "Sampling Techniques", 1977, 5.5):
   half the weight to the trace's noise, half to the spread's (`allocate_probes`);
+- block products: with `block_matvec(group, v) = A_gg v` (e.g. `HessianOperator.block_matvec`,
+  whose double backward stops at the group's layers) every probe is confined and answered by its
+  block, at a cost that falls steeply towards the output (1% of a whole product for the benchmark
+  CNN's output layer). The pilot also prices each block (FLOPs plus a fixed cost per dispatched
+  operation, counted, not timed: the same allocation on every run), and the probes are bought by
+  Cochran's allocation with costs within a budget of `num_samples` products of the costliest
+  block (`allocate_block_probes`);
 - mean: Hutchinson's trace / dim, unbiased, with its standard error; per-layer means likewise;
 - std: debiased. The spread of the per-element estimates is the true spread plus probe noise;
   the probe-noise variance of element i is estimated by its squared standard error, so
@@ -250,7 +257,9 @@ def diagonal_statistics(
     e.g. `HessianOperator.module_slices()`, merged to at most `num_samples // 4`) get probes of
     their own where a pilot of one probe per group, out of the `num_samples`, says that this
     lowers the variance, split between them by `allocate_probes`; otherwise the pilot is spent
-    and the remaining probes cover the whole vector.
+    and the remaining probes cover the whole vector. With `groups` and `block_matvec`, the probes
+    and the exact entries are block products instead, bought within a budget of `num_samples`
+    products of the costliest block (`allocate_block_probes`: more, cheaper products).
     """
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
