@@ -435,9 +435,8 @@ def main() -> None:
         args.hidden, args.batch, args.cnn_batch, args.seeds, args.repeats = 32, 128, 64, 1, 3
     torch.set_num_threads(args.threads)
     lanczos(lambda v: v, 4, 1, generator=torch.Generator())  # first-call library set-up, untimed
-    from torch.utils.flop_counter import (
-        FlopCounterMode,  # its first use costs ~1 s, once per process
-    )
+    # The diagonal's cost-counting pilot: its first use costs ~1 s, once per process, untimed here.
+    from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False):
         torch.ones(2, 2) @ torch.ones(2, 2)

@@ -70,14 +70,9 @@ def diagonal_entries(
     device: torch.device | str = "cpu",
 ) -> Tensor:
     """The exact entries A_ii for `indices`, one product each; shape (len(indices),), on `device`."""
-    index = torch.as_tensor(indices, dtype=torch.long).tolist()  # one host read, then plain ints
-    out = torch.empty(len(index), dtype=dtype, device=device)
-    e = torch.zeros(dim, dtype=dtype, device=device)
-    for k, i in enumerate(index):
-        e[i] = 1
-        out[k] = matvec(e)[i]
-        e[i] = 0
-    return out
+    return block_diagonal_entries(
+        lambda _, v: matvec(v), [slice(0, dim)], indices, dtype=dtype, device=device
+    )
 
 
 def exact_diagonal(
@@ -162,7 +157,7 @@ def allocate_block_probes(
     pilot: Sequence[Probe], groups: Sequence[slice], num_samples: int, costs: Sequence[float]
 ) -> list[int]:
     """Probes per group (the pilot's included) when a probe of group g is a block product costing
-    `costs[g]` (`block_probe_costs`): the budget is `num_samples` products of the dearest block
+    `costs[g]` (`counted_block_probes`): the budget is `num_samples` products of the dearest block
     (the first layers' block, which runs nearly the whole double backward: about one H v), of
     which the pilot spent sum(costs); shares by `mixed_shares` with those costs."""
     within, fourth = noise_sums(pilot, groups)
@@ -198,9 +193,8 @@ def counted_block_probes(
     (`torch.utils.flop_counter`) plus `OP_COST` per dispatched operation for the device type, so
     that small layers, whose products are all overhead, are not taken for free. Counted, not
     timed: the same model and batch get the same allocation on every run."""
-    from torch.utils.flop_counter import (
-        FlopCounterMode,  # imported on first use: ~1 s, once
-    )
+    # Imported on first use: its first use costs ~1 s, once per process.
+    from torch.utils.flop_counter import FlopCounterMode
 
     per_op = OP_COST.get(torch.device(device).type, OP_COST["cuda"])
     probes, costs = [], []
@@ -212,19 +206,19 @@ def counted_block_probes(
 
 
 def block_diagonal_entries(
-    block_matvec: BlockMatVec, groups: Sequence[slice], indices: Tensor, *, dtype: torch.dtype,
-    device: torch.device | str,
+    block_matvec: BlockMatVec, groups: Sequence[slice], indices: Sequence[int] | Tensor, *,
+    dtype: torch.dtype, device: torch.device | str,
 ) -> Tensor:
-    """The exact entries A_ii for `indices`, one block product each (the block of i's group)."""
-    out = torch.empty(len(indices), dtype=dtype, device=device)
-    for k, i in enumerate(torch.as_tensor(indices).tolist()):
+    """The exact entries A_ii for `indices`, one product each with the block of i's group (one
+    group covering everything: whole products); shape (len(indices),), on `device`."""
+    index = torch.as_tensor(indices, dtype=torch.long).tolist()  # one host read, then plain ints
+    out = torch.empty(len(index), dtype=dtype, device=device)
+    for k, i in enumerate(index):
         group = next(g for g in groups if g.start <= i < g.stop)
         e = torch.zeros(group.stop - group.start, dtype=dtype, device=device)
         e[i - group.start] = 1
         out[k] = block_matvec(group, e)[i - group.start]
     return out
-
-
 
 
 def screened_coordinates(estimate: Tensor, row_norms_sq: Tensor, num: int) -> Tensor:
@@ -306,6 +300,6 @@ def diagonal_statistics(
         layer_means=[t / n for t, n in zip(est.block_traces, sizes)],
         layer_mean_stderrs=[t / n for t, n in zip(est.block_trace_stderrs, sizes)],
         exact=False,
-        num_matvecs=(probes if blocks is not None else num_samples) + len(screened),
+        num_matvecs=probes + (0 if grouped else len(pilot)) + len(screened),
         grouped=grouped,
     )

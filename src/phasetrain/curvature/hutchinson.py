@@ -121,7 +121,8 @@ def hutchinson_diagonal(
     group g already computed (`confined_probe`), counted as its first. Default: one group, every
     probe on every coordinate. `block_matvec(group, v)` (e.g. `HessianOperator.block_matvec`), if
     given, answers the confined probes with A_gg z_g instead of A z. `slices` (e.g. one per
-    parameter tensor) get their own partial traces with standard errors. Running sums stay in float64 on `device`; one host read at the end.
+    parameter tensor) get their own partial traces with standard errors. Running sums stay in
+    float64 on `device`; one host read at the end.
     """
     _check(dim, num_samples, generator)
     groups = check_groups(groups, dim)

@@ -230,9 +230,9 @@ def lanczos(
     """
     _check(dim, k, which, tol, max_iter)
     device = torch.device(device)
-    eps = float(torch.finfo(dtype).eps)
     m_max = min(max_iter, dim)
     krylov = LanczosRecurrence(matvec, _start_vector(dim, v0, generator, dtype, device), m_max)
+    eps = krylov.eps
     for j in range(m_max):
         krylov.step()
         beta_j = krylov.betas[-1]

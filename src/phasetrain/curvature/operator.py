@@ -69,8 +69,10 @@ class HessianOperator:
         owner = {id(p): i for i, m in enumerate(model.modules()) for p in m.parameters(recurse=False)}
         self._owners = [owner[id(p)] for p in self._params]
         self._shapes = [p.shape for p in self._params]
-        self._numels = [p.numel() for p in self._params]
-        self.num_params = sum(self._numels)
+        self._offsets = [0]  # where each parameter tensor starts in the flat vector, and the end
+        for p in self._params:
+            self._offsets.append(self._offsets[-1] + p.numel())
+        self.num_params = self._offsets[-1]
         self.dtype = self._params[0].dtype
         self.device = self._params[0].device
         self.num_matvecs = 0
@@ -81,34 +83,23 @@ class HessianOperator:
             grads = torch.autograd.grad(loss, self._params, create_graph=True, allow_unused=True)
         self.loss = loss.detach()
         # A gradient that does not depend on the parameters has a zero Hessian row: leave it out.
-        self._live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        self._grads: list[Tensor] | None = [grads[i] for i in self._live]
+        self._grads: dict[int, Tensor] | None = {
+            i: g for i, g in enumerate(grads) if g is not None and g.requires_grad
+        }
 
     def matvec(self, v: Tensor) -> Tensor:
         """H v for a flat vector `v` of shape `(num_params,)`; returns the same shape and dtype."""
-        if self._grads is None:
-            raise RuntimeError("HessianOperator is closed; open a new one to compute more products")
-        if v.shape != (self.num_params,):
-            raise ValueError(f"v must have shape ({self.num_params},), got {tuple(v.shape)}")
-        self.num_matvecs += 1
-        if not self._grads:
-            return torch.zeros_like(v)
-        pieces = v.to(self.dtype).split(self._numels)
-        tangents = [pieces[i].view(self._shapes[i]) for i in self._live]
-        hv = torch.autograd.grad(
-            self._grads, self._params, tangents, retain_graph=True, allow_unused=True,
-            materialize_grads=True,
-        )
-        return torch.cat([h.reshape(-1) for h in hv]).to(v.dtype)
+        return self.block_matvec(slice(0, self.num_params), v)
 
     __call__ = matvec
 
     def block_matvec(self, group: slice, v: Tensor) -> Tensor:
         """H_gg v: the product with the diagonal block of the flat-vector slice `group`, which must
-        cover whole parameter tensors (e.g. one of `module_slices()`, or several in a row); `v` and
-        the result have shape `(group.stop - group.start,)`. Cheaper than `matvec` the later the
-        group's layers sit in the network: the double backward stops at the group's parameters
-        (on the benchmark CNN, 0.016 gradient steps for the output layer against 1.26 for H v).
+        cover whole parameter tensors (e.g. one of `module_slices()`, several in a row, or all of
+        them: `matvec`); `v` and the result have shape `(group.stop - group.start,)`. Cheaper than
+        `matvec` the later the group's layers sit in the network: the double backward stops at the
+        group's parameters (on the benchmark CNN, 0.016 gradient steps for the output layer against
+        1.26 for H v).
         """
         if self._grads is None:
             raise RuntimeError("HessianOperator is closed; open a new one to compute more products")
@@ -116,28 +107,21 @@ class HessianOperator:
         if v.shape != (group.stop - group.start,):
             raise ValueError(f"v must have shape ({group.stop - group.start},), got {tuple(v.shape)}")
         self.num_matvecs += 1
-        live = [i for i in members if i in self._live]
+        live = [i for i in members if i in self._grads]
         if not live:
             return torch.zeros_like(v)
-        offsets = self._offsets()
-        pieces = {i: v[offsets[i] - group.start: offsets[i + 1] - group.start].to(self.dtype) for i in live}
+        start = group.start
+        tangents = [v[self._offsets[i] - start: self._offsets[i + 1] - start].to(self.dtype).view(self._shapes[i])
+                    for i in live]
         hv = torch.autograd.grad(
-            [self._grads[self._live.index(i)] for i in live], [self._params[i] for i in members],
-            [pieces[i].view(self._shapes[i]) for i in live], retain_graph=True, allow_unused=True,
-            materialize_grads=True,
+            [self._grads[i] for i in live], [self._params[i] for i in members], tangents,
+            retain_graph=True, allow_unused=True, materialize_grads=True,
         )
         return torch.cat([h.reshape(-1) for h in hv]).to(v.dtype)
 
-    def _offsets(self) -> list[int]:
-        """Where each trainable parameter tensor starts in the flat vector, and the end."""
-        offsets = [0]
-        for n in self._numels:
-            offsets.append(offsets[-1] + n)
-        return offsets
-
     def _members(self, group: slice) -> list[int]:
         """Indices of the parameter tensors that make up `group` exactly (else ValueError)."""
-        offsets = self._offsets()
+        offsets = self._offsets
         if not (isinstance(group, slice) and group.step in (None, 1) and group.start in offsets
                 and group.stop in offsets and group.stop > group.start):
             raise ValueError(
@@ -148,8 +132,7 @@ class HessianOperator:
 
     def layer_slices(self) -> list[slice]:
         """The slice of the flat vector that belongs to each trainable parameter tensor."""
-        offsets = self._offsets()
-        return [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
+        return [slice(a, b) for a, b in zip(self._offsets[:-1], self._offsets[1:])]
 
     def module_slices(self) -> list[slice]:
         """The slice of the flat vector that belongs to each module's own parameters (a layer's
