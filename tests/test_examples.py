@@ -62,7 +62,7 @@ def test_grokking_run_folder_holds_curvature_and_weight_norm(grokking: dict) -> 
 
 
 def test_grokking_final_checkpoint_loads_safely(grokking: dict) -> None:
-    from phasetrain.checkpoint import load_checkpoint_file
+    from phasetrain.run.checkpoints import load_checkpoint_file
 
     checkpoint = load_checkpoint_file(Path(grokking["log_dir"]) / "final_model.pt")
     assert checkpoint["step"] == 800

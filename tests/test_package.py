@@ -16,7 +16,7 @@ def test_every_exported_name_resolves():
 
 
 def test_reading_a_run_folder_does_not_import_torch():
-    code = "import sys, phasetrain.cli, phasetrain.history, phasetrain.detect; print('torch' in sys.modules)"
+    code = "import sys, phasetrain.cli, phasetrain.run.history, phasetrain.detect; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from phasetrain.detect.transition import Transition
-from phasetrain.history import MetricHistory, save_metrics
+from phasetrain.run.history import MetricHistory, save_metrics
 from phasetrain.report import (
     Panel,
     build_figure,
@@ -235,7 +235,7 @@ def test_report_of_a_real_training_run_shows_its_loss_accuracy_and_gradient_pane
 
 
 def test_constant_metrics_get_no_panel_but_are_named_in_the_title():
-    from phasetrain.history import MetricHistory
+    from phasetrain.run.history import MetricHistory
     from phasetrain.report import build_figure, constant_metrics, plan_panels
 
     history = MetricHistory()

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from phasetrain._validation import check_choice, check_int
-from phasetrain.history import MetricHistory, load_metrics
-from phasetrain.summary import transitions_by_metric
+from phasetrain.run.config import check_choice, check_int
+from phasetrain.run.history import MetricHistory, load_metrics
+from phasetrain.run.summary import transitions_by_metric
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -437,7 +437,7 @@ def plot_run(
     `run` is a run folder, a `metrics.json`, or a `MetricHistory` (then `out_path` is required).
     `out_path` defaults to `<run folder>/report.png`. `transitions` ({metric: [...]} or a flat list
     naming metrics; `{}` for none) defaults to the detector's output on the summary's key metrics
-    (`phasetrain.summary.KEY_METRICS`: val_acc, val_loss, train_loss, ...) with `window_size`
+    (`phasetrain.run.summary.KEY_METRICS`: val_acc, val_loss, train_loss, ...) with `window_size`
     (in steps; None: the detector's default). `title` defaults to the run folder's name.
     """
     check_int("dpi", dpi)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from phasetrain.detect import detect_in_history, detect_transitions
-from phasetrain.history import MetricHistory, load_metrics, save_metrics
+from phasetrain.run.history import MetricHistory, load_metrics, save_metrics
 
 
 def test_detect_in_history_reads_a_saved_metrics_file(tmp_path):

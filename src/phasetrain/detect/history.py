@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from phasetrain.detect.offline import Thresholds, detect_transitions
 from phasetrain.detect.transition import Transition
-from phasetrain.history import MetricHistory, unknown_metric_message
+from phasetrain.run.history import MetricHistory, unknown_metric_message
 
 
 def detect_in_history(

@@ -24,10 +24,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from phasetrain.integrations._recorder import RecorderConfig, RecorderViews, RunRecorder, TransitionHook
+from phasetrain.run.recorder import RecorderConfig, RecorderViews, RunRecorder, TransitionHook
 from phasetrain.monitors.base import Monitor, StepContext
-from phasetrain.monitors.gradients import global_grad_norm
-from phasetrain.summary import KEY_METRICS
+from phasetrain.monitors.norms import global_grad_norm
+from phasetrain.run.summary import KEY_METRICS
 
 try:
     import lightning.pytorch as pl

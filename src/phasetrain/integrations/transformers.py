@@ -29,9 +29,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from phasetrain.integrations._recorder import RecorderConfig, RecorderViews, RunRecorder, TransitionHook
+from phasetrain.run.recorder import RecorderConfig, RecorderViews, RunRecorder, TransitionHook
 from phasetrain.monitors.base import Monitor, StepContext
-from phasetrain.summary import KEY_METRICS
+from phasetrain.run.summary import KEY_METRICS
 
 try:
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from phasetrain._modes import eval_mode
-from phasetrain._validation import HESSIAN_METHODS
+from phasetrain.monitors.base import eval_mode
+from phasetrain.run.config import HESSIAN_METHODS
 from phasetrain.curvature.diagonal import diagonal_statistics
 from phasetrain.curvature.lanczos import lanczos
 from phasetrain.curvature.operator import Batch, HessianOperator

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from phasetrain.loggers import CSVLogger, JsonlLogger, MetricLogger, TensorBoardLogger, make_loggers
+from phasetrain.run.streams import CSVLogger, JsonlLogger, MetricLogger, TensorBoardLogger, make_loggers
 
 RECORDS = [
     (1, {"train_loss": 2.5, "train_acc": 0.125, "val_acc": None}),
@@ -128,8 +128,8 @@ def test_make_loggers_rejects_duplicates_and_objects_that_are_not_loggers(tmp_pa
 
 
 def test_rewind_replaces_the_stream_with_the_history(tmp_path):
-    from phasetrain.history import MetricHistory
-    from phasetrain.loggers import CSVLogger, JsonlLogger
+    from phasetrain.run.history import MetricHistory
+    from phasetrain.run.streams import CSVLogger, JsonlLogger
 
     history = MetricHistory()
     history.log(1, {"a": 1.0})

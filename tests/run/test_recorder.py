@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from phasetrain import load_metrics
-from phasetrain.integrations._recorder import RecorderConfig, RunRecorder
+from phasetrain.run.recorder import RecorderConfig, RunRecorder
 
 
 def step_curve(n: int = 400, jump_at: int = 201, seed: int = 0) -> list[tuple[int, float]]:
@@ -67,7 +67,7 @@ def test_state_dict_survives_a_weights_only_checkpoint_and_restores_the_open_win
 
 
 def test_only_rank_zero_writes_files_under_ddp(tmp_path, monkeypatch):
-    monkeypatch.setattr("phasetrain.integrations._recorder.rank", lambda: 1)
+    monkeypatch.setattr("phasetrain.run.recorder.rank", lambda: 1)
     recorder = started(tmp_path / "run")
     recorder.record(1, {"train_loss": 1.0})
     recorder.finish()

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from phasetrain.history import MetricHistory
+from phasetrain.run.history import MetricHistory
 
 # Metrics whose transitions the summary reports and the trainer watches online, when recorded.
 KEY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "hessian_eig_1", "hessian_diag_mean", "hessian_trace")

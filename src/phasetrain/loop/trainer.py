@@ -12,6 +12,7 @@ does the mechanics of an update (precision, accumulation, clipping), monitors pr
 from __future__ import annotations
 
 import math
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,40 +20,40 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from phasetrain import _validation as check
-from phasetrain import parallel
-from phasetrain._io import prepare_log_dir
-from phasetrain.accumulate import EpochTotals, StepAccumulator
-from phasetrain.batches import (
+from phasetrain.run import config as check
+from phasetrain.run import distributed as parallel
+from phasetrain.run.files import prepare_log_dir
+from phasetrain.run.averages import EpochTotals, StepAccumulator
+from phasetrain.loop.batches import (
     as_device,
     batch_size,
     check_loader,
     move_to_device,
     split_batch,
 )
-from phasetrain.callbacks import Callback, EarlyStopping, build_callbacks
-from phasetrain.checkpoint import (
+from phasetrain.loop.callbacks import Callback, EarlyStopping, build_callbacks
+from phasetrain.run.checkpoints import (
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint_file,
     save_checkpoint,
     step_checkpoints,
 )
-from phasetrain.classification import batch_accuracy, batch_correct
-from phasetrain.evaluate import validation_pass
-from phasetrain.history import MetricHistory, save_metrics, unknown_metric_message
-from phasetrain.loggers import make_loggers
+from phasetrain.loop.accuracy import batch_accuracy, batch_correct
+from phasetrain.loop.evaluation import validation_pass
+from phasetrain.run.history import MetricHistory, save_metrics, unknown_metric_message
+from phasetrain.run.streams import make_loggers
 from phasetrain.monitors.base import Monitor, StepContext
-from phasetrain.monitors.gradients import global_grad_norm
-from phasetrain.monitors.weights import WeightNormMonitor
-from phasetrain.precision import autocast
-from phasetrain.progress import progress_bar as make_progress_bar
-from phasetrain.rng import EpochOrder
-from phasetrain.run_state import RunState
-from phasetrain.summary import KEY_METRICS, training_summary
-from phasetrain.update import UpdateStep
-from phasetrain.watch import TransitionWatcher
+from phasetrain.monitors.norms import global_grad_norm
+from phasetrain.monitors.norms import WeightNormMonitor
+from phasetrain.loop.update import autocast
+from phasetrain.loop.rng import EpochOrder
+from phasetrain.run.state import RunState
+from phasetrain.run.summary import KEY_METRICS, training_summary
+from phasetrain.loop.update import UpdateStep
+from phasetrain.run.watch import TransitionWatcher
 
 # metrics.json is rewritten whole (O(records)); at epoch ends and from log_step it is rewritten at
 # most this often, so full-batch runs (an epoch per step) stay linear. Checkpoints, the end of
@@ -167,7 +168,7 @@ class PhaseTransitionTrainer:
             self._epoch_totals.load_state_dict(self.state.pending_epoch_totals)
         started, wall_before = time.perf_counter(), self.state.wall_time_s
         total = num_epochs * len(train_loader) // self.accumulate_grad_batches if hasattr(train_loader, "__len__") else None
-        bar = make_progress_bar(self.progress_bar if self.is_main_process else False, total, self.state.step)
+        bar = progress_bar(self.progress_bar if self.is_main_process else False, total, self.state.step)
         try:
             for callback in self._callbacks:
                 callback.on_train_start(self)
@@ -468,3 +469,10 @@ class PhaseTransitionTrainer:
                        "accumulate_grad_batches": self.accumulate_grad_batches},
             "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+
+def progress_bar(enabled: bool | None, total: int | None, initial: int = 0, unit: str = "step") -> Any:
+    """A tqdm bar; `enabled=None` shows it only when stderr is a terminal or in a Jupyter kernel."""
+    if enabled is None:
+        enabled = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return tqdm(total=total, initial=initial, disable=not enabled, unit=unit, dynamic_ncols=True)

@@ -13,7 +13,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from phasetrain.detect import OnlineDetector, Transition
-from phasetrain.summary import KEY_METRICS
+from phasetrain.run.summary import KEY_METRICS
 
 RECORDS_PER_WINDOW = 10
 # Each check rescans a detector's buffer (a millisecond or so, mostly fixed numpy cost); checking

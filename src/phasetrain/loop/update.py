@@ -4,13 +4,12 @@ the trainer's loop reads the same with or without them."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
 
-from phasetrain.monitors.gradients import global_grad_norm
-from phasetrain.precision import autocast, grad_scaler
+from phasetrain.monitors.norms import global_grad_norm
 
 
 class UpdateStep:
@@ -67,3 +66,17 @@ class UpdateStep:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+
+def autocast(device: torch.device, precision: str) -> ContextManager[Any]:
+    """The autocast context for `precision` on `device` ("32": none)."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> Any:
+    """A GradScaler for "fp16" (loss scaling against float16 underflow), None otherwise."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)

@@ -13,11 +13,11 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 
 from phasetrain import PhaseTransitionTrainer
-from phasetrain.checkpoint import load_checkpoint_file
-from tests import ddp_worker
+from phasetrain.run.checkpoints import load_checkpoint_file
+from tests.loop import ddp_worker
 from tests.conftest import make_mlp
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def train(tmp_path, batches, **kwargs):
@@ -80,7 +80,7 @@ def free_port() -> int:
 def test_two_process_ddp_matches_single_process_over_the_same_global_batches(tmp_path):
     port = free_port()
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.ddp_worker", str(rank), "2", str(port), str(tmp_path)],
+    workers = [subprocess.Popen([sys.executable, "-m", "tests.loop.ddp_worker", str(rank), "2", str(port), str(tmp_path)],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for rank in (0, 1)]
     for worker in workers:

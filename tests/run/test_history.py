@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from phasetrain.history import MetricHistory, load_metrics, save_metrics
+from phasetrain.run.history import MetricHistory, load_metrics, save_metrics
 
 
 def test_log_keeps_each_metric_on_its_own_steps():

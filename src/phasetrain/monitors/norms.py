@@ -1,4 +1,8 @@
-"""Gradient statistics computed on the device without a host sync per parameter."""
+"""Norms: the weight-norm monitor, and the global gradient norm the loop records every update.
+
+In grokking the weight norm falls under weight decay while the network moves from memorising to
+generalising (Nanda et al. 2023; Liu et al. 2023, "Omnigrok"), so it is recorded next to the loss.
+"""
 from __future__ import annotations
 
 from typing import Iterable
@@ -6,6 +10,20 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from phasetrain.monitors.base import Monitor, StepContext
+
+
+class WeightNormMonitor(Monitor):
+    """Records `weight_norm` (L2 over all trainable parameters) every `freq` steps."""
+
+    def __init__(self, freq: int) -> None:
+        self.freq = freq
+
+    @torch.no_grad()
+    def compute(self, ctx: StepContext) -> dict[str, float]:
+        params = [p for p in ctx.model.parameters() if p.requires_grad]
+        norms = torch._foreach_norm(params)
+        return {"weight_norm": float(torch.linalg.vector_norm(torch.stack(norms)))}
 
 def global_grad_norm(parameters: nn.Module | Iterable[torch.Tensor]) -> torch.Tensor:
     """L2 norm over all gradients of `parameters` (a model or an iterable of tensors), as a 0-d tensor.

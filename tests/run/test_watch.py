@@ -9,7 +9,7 @@ from torch import nn, optim
 
 from phasetrain import Callback, Monitor, PhaseTransitionTrainer
 from phasetrain.detect import detect_transitions
-from phasetrain.watch import TransitionWatcher
+from phasetrain.run.watch import TransitionWatcher
 from tests.conftest import make_mlp
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from phasetrain._io import atomic_write
+from phasetrain.run.files import atomic_write
 
 METRICS_FORMAT = "phasetrain-metrics"
 METRICS_VERSION = 1

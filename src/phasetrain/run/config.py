@@ -72,7 +72,7 @@ def check_trainer_arguments(*, model: Any, optimizer: Any, loss_fn: Any, hessian
     import torch
     from torch import nn
 
-    from phasetrain.parallel import unwrap
+    from phasetrain.run.distributed import unwrap
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

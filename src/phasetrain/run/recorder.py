@@ -18,18 +18,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from phasetrain import _validation as check
-from phasetrain._io import prepare_log_dir
-from phasetrain.accumulate import StepAccumulator
+from phasetrain.run import config as check
+from phasetrain.run.files import prepare_log_dir
+from phasetrain.run.averages import StepAccumulator
 from phasetrain.detect import Transition, detect_in_history
-from phasetrain.history import MetricHistory, load_metrics, save_metrics
-from phasetrain.loggers import JsonlLogger
+from phasetrain.run.history import MetricHistory, load_metrics, save_metrics
+from phasetrain.run.streams import JsonlLogger
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.hessian import HessianMonitor
-from phasetrain.monitors.weights import WeightNormMonitor
-from phasetrain.parallel import rank
-from phasetrain.summary import KEY_METRICS, training_summary
-from phasetrain.watch import TransitionWatcher
+from phasetrain.monitors.norms import WeightNormMonitor
+from phasetrain.run.distributed import rank
+from phasetrain.run.summary import KEY_METRICS, training_summary
+from phasetrain.run.watch import TransitionWatcher
 
 LOGGER = logging.getLogger("phasetrain")
 TransitionHook = Callable[[Transition], Any]

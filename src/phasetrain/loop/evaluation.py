@@ -6,9 +6,9 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from phasetrain._modes import eval_mode
-from phasetrain.batches import batch_size, move_to_device, split_batch
-from phasetrain.parallel import all_reduce_sum
+from phasetrain.monitors.base import eval_mode
+from phasetrain.loop.batches import batch_size, move_to_device, split_batch
+from phasetrain.run.distributed import all_reduce_sum
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from phasetrain._io import atomic_write
+from phasetrain.run.files import atomic_write
 
 CHECKPOINT_FORMAT = "phasetrain-checkpoint"
 CHECKPOINT_VERSION = 1

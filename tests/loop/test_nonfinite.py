@@ -8,7 +8,7 @@ import torch
 from torch import nn, optim
 
 from phasetrain import PhaseTransitionTrainer
-from phasetrain.checkpoint import load_checkpoint_file
+from phasetrain.run.checkpoints import load_checkpoint_file
 from tests.conftest import make_mlp
 
 

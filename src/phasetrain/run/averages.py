@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from phasetrain.parallel import all_reduce_sum, is_distributed
+from phasetrain.run.distributed import all_reduce_sum, is_distributed
 
 
 class StepAccumulator:

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import IO, Iterable, Mapping, Protocol, runtime_checkable
 
-from phasetrain._io import atomic_write
-from phasetrain._validation import check_int
-from phasetrain.history import MetricHistory
+from phasetrain.run.files import atomic_write
+from phasetrain.run.config import check_int
+from phasetrain.run.history import MetricHistory
 
 DEFAULT_FLUSH_EVERY = 100
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from phasetrain.parallel import default_device
+from phasetrain.run.distributed import default_device
 
 
 def as_device(device: str | torch.device | None) -> torch.device:

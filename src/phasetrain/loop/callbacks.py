@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from phasetrain.detect import Transition
-    from phasetrain.trainer import PhaseTransitionTrainer
+    from phasetrain.loop.trainer import PhaseTransitionTrainer
 
 
 class Callback:

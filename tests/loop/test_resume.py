@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from phasetrain.checkpoint import load_checkpoint_file
+from phasetrain.run.checkpoints import load_checkpoint_file
 
 WORKER = str(Path(__file__).with_name("resume_worker.py"))
-ROOT = str(Path(__file__).resolve().parents[1])
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def run_worker(log_dir: Path, *flags: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,11 @@
+"""One run: what it records and what it leaves on disk.
+
+- `recorder`: `RunRecorder`, the single owner of a run (metric store, monitors, online watcher,
+  streams, checkpoint files, meta); every front end (the trainer, the Lightning and Hugging Face
+  callbacks, a hand-written loop) translates its events into it.
+- `config`: `RunConfig`, every setting written once, checked once, stored in the meta.
+- `history`: `MetricHistory`, the metric store, and `metrics.json`.
+- `checkpoints`, `files`, `streams`: checkpoint files, atomic writes, metrics.jsonl/csv/TensorBoard.
+- `averages`: per-step figures kept on the device and averaged per record.
+- `state`, `summary`, `watch`, `distributed`: counters, the summary, online detection, DDP.
+"""
