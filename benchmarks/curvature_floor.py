@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curvature import StepClock, build_cnn, build_mlp  # noqa: E402
-
 from phasetrain.curvature import HessianOperator, lanczos  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curvature_floor.json"

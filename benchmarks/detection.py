@@ -6,7 +6,7 @@ multiplicative noise that shrinks with the loss, transitions are drops by a fact
 additive noise that may shrink over the run). Curves have 0-3 transitions (sigmoids of random
 width, up to 3% of the run), optional 1-3 point spikes, NaNs and irregular steps (val every
 few steps). All detectors run untuned on the same curves, losses on a log scale for everyone:
-phasetrain's `detect_transitions` (window_size=None, and the seed's 50 and 100) and ruptures'
+phasetrain's `detect_transitions` (window_size=None, and the original specification's 50 and 100) and ruptures'
 PELT, Binseg and Window (l2 cost, BIC penalty pen = 2 sigma^2 log n, sigma = MAD of first
 differences / 0.6745 / sqrt 2). ruptures runs only on curves up to --ruptures-max points
 (PELT to --pelt-max): beyond that it takes seconds to minutes per curve.

@@ -1,4 +1,4 @@
-"""The seed's three integration patterns, each on the same small task.
+"""The three integration patterns of the original specification, each on the same small task.
 
 1. Replace an existing training loop with `trainer.train(...)`.
 2. Keep your own loop and use the trainer as a monitoring wrapper (`trainer.log_step`).

@@ -1,4 +1,4 @@
-"""Basic usage of PhaseTransitionTrainer: the seed's Quick Start on a task made in the script.
+"""Basic usage of PhaseTransitionTrainer: the Quick Start of the original specification on a task made in the script.
 
 A two-layer MLP learns a noisy 4-class problem (Gaussian clusters in 20 dimensions). The trainer
 records losses, accuracies, gradient norm, weight norm and Hessian diagonal statistics, saves

@@ -8,8 +8,8 @@ import pytest
 
 from phasetrain.cli import main
 from phasetrain.detect import detect_transitions
-from phasetrain.run.history import load_metrics
 from phasetrain.report import plot_run
+from phasetrain.run.history import load_metrics
 from phasetrain.run.summary import training_summary, transitions_by_metric
 from tests.test_report import PNG_MAGIC, VAL_JUMP, write_synthetic_run
 

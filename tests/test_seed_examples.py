@@ -1,4 +1,4 @@
-"""The seed's two examples run, and the seed's Quick Start leaves every promised file."""
+"""The original specification's two examples run, and its Quick Start leaves every promised file."""
 from __future__ import annotations
 
 import importlib.util

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from phasetrain.detect import detect_in_history
-from phasetrain.run.history import MetricHistory, load_metrics
 from phasetrain.report import format_step, plot_run, run_folder, write_html_report
+from phasetrain.run.history import MetricHistory, load_metrics
 from phasetrain.run.summary import training_summary, transitions_by_metric
 
 _USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError, ImportError)

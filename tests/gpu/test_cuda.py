@@ -10,8 +10,8 @@ from torch import nn, optim
 
 from phasetrain import PhaseTransitionTrainer
 from phasetrain.curvature import HessianOperator, lanczos, spectral_density
-from phasetrain.monitors.hessian import HessianMonitor
 from phasetrain.monitors.base import StepContext
+from phasetrain.monitors.hessian import HessianMonitor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

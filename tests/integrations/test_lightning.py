@@ -16,6 +16,7 @@ pl = pytest.importorskip("lightning.pytorch")
 from phasetrain import PhaseTransitionTrainer, load_metrics  # noqa: E402
 from phasetrain.integrations.lightning import PhaseTransitionCallback  # noqa: E402
 from phasetrain.run.summary import training_summary  # noqa: E402
+
 from .helpers import classification_data, reference_grad_norm, top_hessian_eigenvalue  # noqa: E402
 
 CLIP = 1e-3  # far below the gradient norms, so clipping always acts

@@ -19,6 +19,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from phasetrain import load_metrics  # noqa: E402
 from phasetrain.integrations.transformers import PhaseTransitionTrainerCallback  # noqa: E402
 from phasetrain.run.summary import training_summary  # noqa: E402
+
 from .helpers import classification_data, top_hessian_eigenvalue  # noqa: E402
 
 CLIP = 1e-3  # HF's max_grad_norm, far below the gradient norms: clipping always acts

@@ -1,7 +1,8 @@
 """Worker for the two-process DDP test (gloo on CPU): each rank trains on its shard, then rank 0
-saves what the test compares. Spawned by tests/test_scale.py."""
+saves what the test compares (and each rank its history). Spawned by tests/test_scale.py."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -34,8 +35,11 @@ def run(rank: int, world: int, port: int, out_dir: str) -> None:
         net = model()
         trainer = PhaseTransitionTrainer(net, optim.SGD(net.parameters(), lr=0.5), nn.CrossEntropyLoss(),
                                          log_dir=os.path.join(out_dir, f"rank{rank}"), log_freq=2, checkpoint_freq=4,
-                                         progress_bar=False, device="cpu")
+                                         progress_bar=False, device="cpu", track_hessian=True,
+                                         hessian_method="eigenvalues", hessian_k=1, hessian_freq=4)
         trainer.train(train, val, num_epochs=3)
+        with open(os.path.join(out_dir, f"history{rank}.json"), "w") as f:  # what code on every rank sees
+            json.dump(trainer.history.to_dict(), f)
         assert isinstance(trainer.model, nn.parallel.DistributedDataParallel)
     finally:
         dist.destroy_process_group()

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from phasetrain import PhaseTransitionTrainer
 from phasetrain.run.checkpoints import load_checkpoint_file
-from tests.loop import ddp_worker
 from tests.conftest import make_mlp
+from tests.loop import ddp_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,5 +106,8 @@ def test_two_process_ddp_matches_single_process_over_the_same_global_batches(tmp
         assert ddp_metrics[name]["steps"] == single.steps(name).tolist(), name
         torch.testing.assert_close(torch.tensor(ddp_metrics[name]["values"], dtype=torch.float64),
                                    torch.tensor(single.values(name)), rtol=1e-5, atol=1e-6)
+    rank0, rank1 = (json.loads((tmp_path / f"history{rank}.json").read_text()) for rank in (0, 1))
+    assert rank0 == rank1 and "hessian_eig_1" in rank0 and "weight_norm" in rank0  # every rank the same
+    assert rank0["hessian_eig_1"]["steps"] == [4, 8, 12]
     assert sorted(p.name for p in (tmp_path / "rank0").glob("checkpoint_step_*.pt")) == [
         "checkpoint_step_12.pt", "checkpoint_step_4.pt", "checkpoint_step_8.pt"]

@@ -1,4 +1,4 @@
-"""The trainer's contract: each argument does what the seed says, files appear where they should."""
+"""The trainer's contract: each argument does what the original specification says, files appear where they should."""
 from __future__ import annotations
 
 import json

@@ -7,8 +7,8 @@ import pickle
 import pytest
 import torch
 
-from phasetrain.run.files import atomic_write
 from phasetrain.run.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint_file, save_checkpoint
+from phasetrain.run.files import atomic_write
 
 
 def test_round_trip(tmp_path):

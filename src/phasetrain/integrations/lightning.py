@@ -24,9 +24,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from phasetrain.run.recorder import RecorderConfig, RecorderViews, RunRecorder, TransitionHook
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.norms import global_grad_norm
+from phasetrain.run.config import RecordingConfig
+from phasetrain.run.recorder import RunRecorder, RunViews, transition_hook
 from phasetrain.run.summary import KEY_METRICS
 
 try:
@@ -34,17 +35,43 @@ try:
 except ImportError as error:  # the extra is optional; say how to get it
     raise ImportError("phasetrain.integrations.lightning needs Lightning: pip install 'phasetrain[lightning]'") from error
 
+# What Lightning already has from the module itself; everything else phasetrain measures (grad_norm,
+# weight_norm, hessian_*, your monitors' metrics, transitions) is also sent to Lightning's loggers.
+FRAMEWORK_METRICS = frozenset({"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch"})
 
-class PhaseTransitionCallback(RecorderViews, pl.Callback):
+
+class LightningLoggers:
+    """A recorder stream that forwards phasetrain's own measurements to every logger of a
+    Lightning `Trainer` (TensorBoard, CSV, W&B, MLflow, ...) at the same steps."""
+
+    def __init__(self, trainer: "pl.Trainer") -> None:
+        self.trainer = trainer
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Send the metrics Lightning does not already have to each of its loggers."""
+        forwarded = {name: value for name, value in metrics.items() if name not in FRAMEWORK_METRICS}
+        if forwarded:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(forwarded, step=step)
+
+    def flush(self) -> None:
+        """Lightning's loggers flush on their own schedule."""
+
+    def close(self) -> None:
+        """Lightning closes its loggers itself."""
+
+
+class PhaseTransitionCallback(RunViews, pl.Callback):
     """Gradient, weight-norm and curvature monitors, `metrics.json` and transition detection for
-    a Lightning run; arguments mean what they mean for `PhaseTransitionTrainer`.
+    a Lightning run; arguments mean what they mean for `PhaseTransitionTrainer` (`RecordingConfig`).
 
     `loss_fn(outputs, targets) -> loss` (what `pl_module(inputs)` returns against the batch's
     targets) is needed for curvature (`track_hessian=True`), which measures on a fixed batch: the
-    `(inputs, targets)` batch of the first step it runs at, unless `hessian_batches` are given. `accuracy_fn(step_output, batch)`
-    returns the fraction correct in [0, 1] from what `training_step` returned (e.g. a dict with
-    "loss" and "logits") and the batch. Online detection watches `watch_metrics` and calls
-    `on_phase_transition(transition)` for each transition it confirms.
+    `(inputs, targets)` batch of the first step it runs at, unless `hessian_batches` are given.
+    `accuracy_fn(step_output, batch)` returns the fraction correct in [0, 1] from what
+    `training_step` returned (e.g. a dict with "loss" and "logits") and the batch. Online detection
+    watches `watch_metrics` and calls `on_phase_transition(callback, transition)` for each
+    transition it confirms. phasetrain's own measurements also go to Lightning's loggers.
     """
 
     def __init__(
@@ -62,9 +89,11 @@ class PhaseTransitionCallback(RecorderViews, pl.Callback):
         acc_key: str | None = "train_acc",
         hessian_k: int = 3,
         hessian_batches: Sequence[tuple[Any, Any]] | None = None,
+        loggers: Sequence[Any] | None = ("jsonl",),
+        keep_last_checkpoints: int | None = None,
         watch_metrics: Sequence[str] = KEY_METRICS,
-        watch_window: int = 100,
-        on_phase_transition: TransitionHook | None = None,
+        watch_window: int | None = None,
+        on_phase_transition: Callable[..., Any] | None = None,
     ) -> None:
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable (outputs, targets) -> loss tensor, got {loss_fn!r}")
@@ -75,21 +104,31 @@ class PhaseTransitionCallback(RecorderViews, pl.Callback):
             raise TypeError(f"accuracy_fn must be callable (step_output, batch) -> accuracy in [0, 1], got {accuracy_fn!r}")
         if acc_key is not None and not isinstance(acc_key, str):
             raise TypeError(f"acc_key must be a metric name (str) or None, got {acc_key!r}")
-        config = RecorderConfig(log_dir, log_freq, bool(track_gradients), bool(track_hessian), hessian_method,
-                                hessian_freq, hessian_k, hessian_batches, tuple(monitors), watch_metrics,
-                                watch_window, on_phase_transition)
+        config = RecordingConfig(log_dir=log_dir, log_freq=log_freq, track_gradients=bool(track_gradients),
+                                 track_hessian=bool(track_hessian), hessian_method=hessian_method,
+                                 hessian_freq=hessian_freq, hessian_k=hessian_k, hessian_batches=hessian_batches,
+                                 monitors=tuple(monitors), loggers=loggers,
+                                 keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
+                                 watch_window=watch_window)
         self.recorder = RunRecorder(config, "lightning")
+        if on_phase_transition is not None:
+            self.recorder.transition_hooks.append(transition_hook(on_phase_transition, self))
+        self.recorder.transition_hooks.append(self._log_transition)
         self.loss_fn, self.accuracy_fn, self.acc_key = loss_fn, accuracy_fn, acc_key
         self._params: list[torch.Tensor] = []
         self._batch: Any = None
         self._acc_keys: list[str] | None = None
-        self._logged_step = 0
+        self._loggers: LightningLoggers | None = None
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         self._acc_keys = None
-        self.recorder.start(pl_module.device)
+        planned = trainer.estimated_stepping_batches
+        self.recorder.start(pl_module.device, planned_steps=int(planned) if planned != float("inf") else None)
+        if trainer.loggers and self.recorder.writes:
+            self._loggers = LightningLoggers(trainer)
+            self.recorder.streams.append(self._loggers)
 
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                              batch_idx: int) -> None:
@@ -100,10 +139,11 @@ class PhaseTransitionCallback(RecorderViews, pl.Callback):
         step = trainer.global_step + 1
         if self.recorder.config.track_gradients:
             self.recorder.window.add_grad_norm(global_grad_norm(self._params))
-        if any(monitor.should_run(step) for monitor in self.recorder.monitors):
+        due = self.recorder.monitors_due(step)
+        if due:
             ctx = StepContext(pl_module, self.loss_fn, getattr(optimizer, "optimizer", optimizer), step,
                               trainer.current_epoch, _as_pair(self._batch), pl_module.device)
-            self.recorder.run_monitors(ctx)
+            self.recorder.run_monitors(ctx, due)
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -114,11 +154,11 @@ class PhaseTransitionCallback(RecorderViews, pl.Callback):
             loss = loss * trainer.accumulate_grad_batches
         size = _batch_size(batch)
         self.recorder.window.add_batch(loss, size, self._correct(trainer, outputs, batch, size))
-        step = trainer.global_step
-        if step % self.recorder.config.log_freq == 0 and step > self._logged_step:
+        step = self.recorder.state.step = trainer.global_step
+        last_record = self.recorder.history.last_step("train_loss") or 0
+        if step % self.recorder.config.log_freq == 0 and step > last_record:
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-            self.recorder.log_window(step, {"lr": lr, "epoch": trainer.current_epoch})
-            self._logged_step = step
+            self.recorder.record_window(step, {"lr": lr, "epoch": trainer.current_epoch})
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -127,33 +167,36 @@ class PhaseTransitionCallback(RecorderViews, pl.Callback):
         self.recorder.record(trainer.global_step, {name: logged[name] for name in ("val_loss", "val_acc") if name in logged})
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self.recorder.window.reset()
-        self.recorder.counters["epochs_run"] += 1
-        self.recorder.save()
+        self.recorder.end_epoch()
+        self.recorder.save_metrics()
 
     def on_save_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                            checkpoint: dict[str, Any]) -> None:
-        self.recorder.save()
+        self.recorder.save_metrics()
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         stoppers = [c for c in trainer.callbacks if isinstance(c, pl.callbacks.EarlyStopping) and c.stopped_epoch > 0]
         if stoppers:
-            self.recorder.counters["stopped_early"] = True
-            self.recorder.counters["stop_reason"] = f"early stopping: {stoppers[0].monitor} stopped improving"
+            self.recorder.state.stopped_early = True
+            self.recorder.state.stop_reason = f"early stopping: {stoppers[0].monitor} stopped improving"
         self.recorder.finish()
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
-        self.recorder.finish(stop_reason=f"{type(exception).__name__}: {exception}")
+        self.recorder.finish(exception)
 
     def state_dict(self) -> dict[str, Any]:
         """The recorder's state, so Lightning checkpoints carry the history (loads with weights_only)."""
-        return {"recorder": self.recorder.state_dict(), "logged_step": self._logged_step}
+        return self.recorder.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.recorder.load_state_dict(state_dict["recorder"])
-        self._logged_step = int(state_dict["logged_step"])
+        self.recorder.load_state_dict(state_dict)
 
     # ------------------------------------------------------------------ helpers
+    def _log_transition(self, transition: Any) -> None:
+        """Send a confirmed transition to Lightning's loggers: `transition_step/<metric>`."""
+        if self._loggers is not None:
+            self._loggers.log(self.recorder.state.step, {f"transition_step/{transition.metric}": transition.step})
+
     def _correct(self, trainer: "pl.Trainer", outputs: Any, batch: Any, size: int) -> torch.Tensor | None:
         """Correct predictions in the batch (0-d tensor, samples), or None when no accuracy is known."""
         if self.accuracy_fn is not None:

@@ -24,13 +24,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from phasetrain.run.recorder import RecorderConfig, RecorderViews, RunRecorder, TransitionHook
 from phasetrain.monitors.base import Monitor, StepContext
+from phasetrain.run.config import RecordingConfig
+from phasetrain.run.recorder import RunRecorder, RunViews, transition_hook
 from phasetrain.run.summary import KEY_METRICS
 
 try:
@@ -41,6 +42,33 @@ except ImportError as error:  # the extra is optional; say how to get it
     ) from error
 
 VAL_KEYS = {"val_loss": ("eval_loss",), "val_acc": ("eval_accuracy", "eval_acc")}
+# What HF's own log records already hold; everything else phasetrain measures (weight_norm,
+# hessian_*, your monitors' metrics, transitions) is added to HF's logs.
+FRAMEWORK_METRICS = frozenset({"train_loss", "grad_norm", "lr", "epoch", "val_loss", "val_acc"})
+
+
+class HFLogs:
+    """A recorder stream that keeps phasetrain's own measurements until the Trainer's next log
+    record, where the callback adds them (so `state.log_history` and every `report_to`
+    destination get them)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, float] = {}
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Keep the latest value of each metric HF does not already log."""
+        self.pending.update({name: value for name, value in metrics.items() if name not in FRAMEWORK_METRICS})
+
+    def take(self) -> dict[str, float]:
+        """The values kept since the last call."""
+        pending, self.pending = self.pending, {}
+        return pending
+
+    def flush(self) -> None:
+        """Nothing to flush: the Trainer writes its logs."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 class KeywordModel(nn.Module):
@@ -80,12 +108,15 @@ def keyword_batches(batches: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
     return keys, pairs
 
 
-class PhaseTransitionTrainerCallback(RecorderViews, TrainerCallback):
+class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
     """Weight-norm and curvature monitors, phasetrain's metric names, `metrics.json` and transition
     detection for a Hugging Face `Trainer` run (see the module notes for each number's source).
 
-    Arguments mean what they mean for `PhaseTransitionTrainer`; records follow HF's
-    `logging_steps`, so there is no `log_freq`. `track_gradients=False` drops HF's grad_norm.
+    Arguments mean what they mean for `PhaseTransitionTrainer` (`RecordingConfig`); records follow
+    HF's `logging_steps`, so there is no `log_freq`. `track_gradients=False` drops HF's grad_norm.
+    `on_phase_transition(callback, transition)` is called for each transition confirmed online.
+    phasetrain's own measurements are added to HF's log records; for them to reach the `report_to`
+    destinations too, add the callback with `callback.attach(trainer)` (it must run before them).
     """
 
     def __init__(
@@ -99,20 +130,38 @@ class PhaseTransitionTrainerCallback(RecorderViews, TrainerCallback):
         *,
         hessian_k: int = 3,
         hessian_batches: Sequence[Mapping[str, torch.Tensor]] | None = None,
+        loggers: Sequence[Any] | None = ("jsonl",),
+        keep_last_checkpoints: int | None = None,
         watch_metrics: Sequence[str] = KEY_METRICS,
-        watch_window: int = 100,
-        on_phase_transition: TransitionHook | None = None,
+        watch_window: int | None = None,
+        on_phase_transition: Callable[..., Any] | None = None,
     ) -> None:
         if track_hessian and hessian_batches is None:
             raise ValueError("hessian_batches is required when track_hessian=True: the HF Trainer gives callbacks no "
                              "batch; pass a list of collated dict batches with 'labels', got hessian_batches=None")
         keys, pairs = keyword_batches(hessian_batches) if hessian_batches is not None else (None, None)
-        config = RecorderConfig(log_dir, 10, bool(track_gradients), bool(track_hessian), hessian_method, hessian_freq,
-                                hessian_k, pairs, tuple(monitors), watch_metrics, watch_window,
-                                on_phase_transition)
+        config = RecordingConfig(log_dir=log_dir, track_gradients=bool(track_gradients),
+                                 track_hessian=bool(track_hessian), hessian_method=hessian_method,
+                                 hessian_freq=hessian_freq, hessian_k=hessian_k, hessian_batches=pairs,
+                                 monitors=tuple(monitors), loggers=loggers,
+                                 keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
+                                 watch_window=watch_window)
         self.recorder = RunRecorder(config, "transformers")
+        if on_phase_transition is not None:
+            self.recorder.transition_hooks.append(transition_hook(on_phase_transition, self))
+        self.recorder.transition_hooks.append(self._log_transition)
         self._keys = keys
         self._wrapped: KeywordModel | None = None
+        self._logs = HFLogs()
+
+    def attach(self, trainer: Any) -> "PhaseTransitionTrainerCallback":
+        """Add this callback to an HF `trainer` ahead of its reporting callbacks, so that the
+        `report_to` destinations (TensorBoard, W&B, MLflow, ...) receive phasetrain's metrics."""
+        callbacks = trainer.callback_handler.callbacks
+        if self in callbacks:
+            callbacks.remove(self)
+        callbacks.insert(0, self)
+        return self
 
     # ------------------------------------------------------------------ TrainerCallback events
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
@@ -121,44 +170,57 @@ class PhaseTransitionTrainerCallback(RecorderViews, TrainerCallback):
             self.recorder.set_log_freq(int(state.logging_steps))
         if state.global_step > 0 and not len(self.recorder.history):
             self.recorder.restore_from_file(state.global_step)
-        self.recorder.start(_device(model))
+        self.recorder.start(_device(model), planned_steps=int(state.max_steps) or None)
+        self.recorder.streams.append(self._logs)
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                               model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any) -> None:
         step = state.global_step + 1
-        if model is None or not any(monitor.should_run(step) for monitor in self.recorder.monitors):
-            return
-        ctx = StepContext(self._keyword_model(model), model_loss, getattr(optimizer, "optimizer", optimizer), step,
-                          _epoch(state.epoch), (None, None), _device(model))
-        self.recorder.run_monitors(ctx)
+        due = self.recorder.monitors_due(step) if model is not None else []
+        if due:
+            ctx = StepContext(self._keyword_model(model), model_loss, getattr(optimizer, "optimizer", optimizer),
+                              step, _epoch(state.epoch), (None, None), _device(model))
+            self.recorder.run_monitors(ctx, due)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if not logs or "loss" not in logs:
+        if logs is None:
             return
-        record = {"train_loss": logs["loss"], "lr": logs.get("learning_rate"), "epoch": _epoch(state.epoch)}
-        if self.recorder.config.track_gradients:
-            record["grad_norm"] = logs.get("grad_norm")
-        self.recorder.record(state.global_step, record)
+        self.recorder.state.step = state.global_step
+        if "loss" in logs:
+            record = {"train_loss": logs["loss"], "lr": logs.get("learning_rate"), "epoch": _epoch(state.epoch)}
+            if self.recorder.config.track_gradients:
+                record["grad_norm"] = logs.get("grad_norm")
+            self.recorder.record(state.global_step, record)
+        ours = self._logs.take()
+        if ours:
+            logs.update(ours)
+            if state.log_history:
+                state.log_history[-1].update(ours)
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
         metrics = metrics or {}
         found = {name: next((metrics[k] for k in keys if k in metrics), None) for name, keys in VAL_KEYS.items()}
         self.recorder.record(state.global_step, found)
-        self.recorder.save()
+        self.recorder.save_metrics()
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        self.recorder.counters["epochs_run"] += 1
-        self.recorder.save()
+        self.recorder.state.step = state.global_step
+        self.recorder.end_epoch()
+        self.recorder.save_metrics()
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        self.recorder.save()
+        self.recorder.save_metrics()
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.recorder.finish()
 
     # ------------------------------------------------------------------ helpers
+    def _log_transition(self, transition: Any) -> None:
+        """Add a confirmed transition to HF's next log record: `transition_step/<metric>`."""
+        self._logs.log(self.recorder.state.step, {f"transition_step/{transition.metric}": transition.step})
+
     def _keyword_model(self, model: nn.Module) -> nn.Module:
         """The model as monitors call it: wrapped for keyword batches when curvature is tracked."""
         if self._keys is None:

@@ -1,7 +1,7 @@
 """Callbacks: code the trainer calls at fixed points of the loop.
 
 Subclass `Callback` and override the hooks you need; every hook receives the trainer first.
-Plain functions `fn(trainer, epoch, metrics)` (the seed's style) are wrapped in `FunctionCallback`
+Plain functions `fn(trainer, epoch, metrics)` (the style of the original specification) are wrapped in `FunctionCallback`
 and called at each epoch end. A callback that holds state implements `state_dict`/`load_state_dict`
 so a resumed run continues exactly.
 """
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class Callback:
-    """Base class: every hook is a no-op. To stop training, set `trainer.should_stop = True`."""
+    """Base class: every hook is a no-op. To stop training, call `trainer.request_stop(reason)`."""
 
     def on_train_start(self, trainer: "PhaseTransitionTrainer") -> None:
         """Before the first step (also after a resume)."""
@@ -42,7 +42,7 @@ class Callback:
 
 
 class FunctionCallback(Callback):
-    """Adapter for the seed's callback functions `fn(trainer, epoch, metrics)`, run at epoch ends."""
+    """Adapter for plain callback functions `fn(trainer, epoch, metrics)`, run at epoch ends."""
 
     def __init__(self, fn: Callable[["PhaseTransitionTrainer", int, dict[str, Any]], Any]) -> None:
         self.fn = fn

@@ -6,8 +6,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from phasetrain.monitors.base import eval_mode
 from phasetrain.loop.batches import batch_size, move_to_device, split_batch
+from phasetrain.monitors.base import eval_mode
 from phasetrain.run.distributed import all_reduce_sum
 
 

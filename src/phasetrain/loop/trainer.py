@@ -1,8 +1,9 @@
 """PhaseTransitionTrainer: a training loop that records what a run does and finds where it changes.
 
 The loop reads top to bottom like a hand-written one; the bookkeeping is delegated: `UpdateStep`
-does the mechanics of an update (precision, accumulation, clipping), monitors produce numbers,
-`MetricHistory` stores them, callbacks react, `checkpoint` persists. Conventions:
+does the mechanics of an update (precision, accumulation, clipping) and the run's `RunRecorder`
+owns everything recorded (metric store, monitors, online detection, streams, checkpoint files,
+meta), exactly as it does for the Lightning and Hugging Face callbacks. Conventions:
 - a step is the 1-based global optimizer step (step s is the s-th parameter update);
 - `train_loss`, `train_acc` (per sample) and `grad_norm` (per update) at step s are means over the
   steps since the previous record or epoch end; `val_*` are recorded at the step an epoch ends;
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -22,49 +21,29 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from phasetrain.run import config as check
-from phasetrain.run import distributed as parallel
-from phasetrain.run.files import prepare_log_dir
-from phasetrain.run.averages import EpochTotals, StepAccumulator
-from phasetrain.loop.batches import (
-    as_device,
-    batch_size,
-    check_loader,
-    move_to_device,
-    split_batch,
-)
-from phasetrain.loop.callbacks import Callback, EarlyStopping, build_callbacks
-from phasetrain.run.checkpoints import (
-    checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint_file,
-    save_checkpoint,
-    step_checkpoints,
-)
 from phasetrain.loop.accuracy import batch_accuracy, batch_correct
+from phasetrain.loop.batches import as_device, batch_size, check_loader, move_to_device, split_batch
+from phasetrain.loop.callbacks import Callback, EarlyStopping, build_callbacks
+from phasetrain.loop.config import TrainerConfig, check_training_objects
 from phasetrain.loop.evaluation import validation_pass
-from phasetrain.run.history import MetricHistory, save_metrics, unknown_metric_message
-from phasetrain.run.streams import make_loggers
+from phasetrain.loop.rng import EpochOrder
+from phasetrain.loop.update import UpdateStep, autocast
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.norms import global_grad_norm
-from phasetrain.monitors.norms import WeightNormMonitor
-from phasetrain.loop.update import autocast
-from phasetrain.loop.rng import EpochOrder
+from phasetrain.run import distributed
+from phasetrain.run.checkpoints import load_checkpoint_file
+from phasetrain.run.config import check_int
+from phasetrain.run.recorder import RunRecorder, RunViews
 from phasetrain.run.state import RunState
-from phasetrain.run.summary import KEY_METRICS, training_summary
-from phasetrain.loop.update import UpdateStep
-from phasetrain.run.watch import TransitionWatcher
-
-# metrics.json is rewritten whole (O(records)); at epoch ends and from log_step it is rewritten at
-# most this often, so full-batch runs (an epoch per step) stay linear. Checkpoints, the end of
-# the run and exceptions always write it; metrics.jsonl streams every record as it comes.
-METRICS_REWRITE_INTERVAL_S = 5.0
+from phasetrain.run.summary import KEY_METRICS
 
 
-class PhaseTransitionTrainer:
+class PhaseTransitionTrainer(RunViews):
     """Train a model while recording gradients, curvature and metrics, and find phase transitions.
 
-    See the README's configuration table for every argument. Files go to `log_dir`:
+    `model`, `optimizer`, `loss_fn(outputs, targets) -> scalar loss` and an optional `scheduler`
+    are yours; every other argument is a `TrainerConfig` setting (documented there and in the
+    README's configuration table), readable as `trainer.<name>`. Files go to `log_dir`:
     `metrics.json`, `metrics.jsonl`, `checkpoint_step_{step}.pt`, `best_model.pt`, `final_model.pt`.
     """
 
@@ -96,51 +75,53 @@ class PhaseTransitionTrainer:
         hessian_k: int = 3,
         hessian_batches: Sequence[tuple[Any, Any]] | None = None,
         watch_metrics: Sequence[str] = KEY_METRICS,
-        watch_window: int = 100,
+        watch_window: int | None = None,
         precision: str = "32",
         accumulate_grad_batches: int = 1,
     ) -> None:
-        check.check_trainer_arguments(
-            model=model, optimizer=optimizer, loss_fn=loss_fn, hessian_method=hessian_method, hessian_freq=hessian_freq,
-            checkpoint_freq=checkpoint_freq, log_freq=log_freq, scheduler=scheduler, gradient_clip=gradient_clip,
+        check_training_objects(model, optimizer, loss_fn, scheduler)
+        self.config = TrainerConfig(
+            log_dir=log_dir, log_freq=log_freq, track_gradients=bool(track_gradients),
+            track_hessian=bool(track_hessian), hessian_method=hessian_method, hessian_freq=hessian_freq,
+            hessian_k=hessian_k, hessian_batches=hessian_batches, monitors=tuple(monitors), loggers=loggers,
+            keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics, watch_window=watch_window,
+            device=device, checkpoint_freq=checkpoint_freq, gradient_clip=gradient_clip,
             early_stopping_patience=early_stopping_patience, early_stopping_min_delta=early_stopping_min_delta,
-            scheduler_interval=scheduler_interval, accuracy_fn=accuracy_fn, keep_last_checkpoints=keep_last_checkpoints,
-            on_nonfinite=on_nonfinite, hessian_k=hessian_k, watch_metrics=watch_metrics, watch_window=watch_window,
-            precision=precision, accumulate_grad_batches=accumulate_grad_batches)
-
+            scheduler_interval=scheduler_interval, accuracy_fn=accuracy_fn, progress_bar=progress_bar,
+            on_nonfinite=on_nonfinite, precision=precision, accumulate_grad_batches=accumulate_grad_batches)
         self.device = as_device(device)
-        self.module = parallel.unwrap(model).to(self.device)
-        self.model = parallel.wrap(model.to(self.device), self.device)
+        # `module` is the user's model (the weights a checkpoint holds); `model` is what the loop
+        # calls: the same module, wrapped in DistributedDataParallel under torchrun.
+        self.module = distributed.unwrap(model).to(self.device)
+        self.model = distributed.wrap(model.to(self.device), self.device)
         self.optimizer, self.loss_fn, self.scheduler = optimizer, loss_fn, scheduler
-        self.track_gradients, self.track_hessian = bool(track_gradients), bool(track_hessian)
-        self.hessian_method, self.hessian_freq = hessian_method, hessian_freq
-        self.log_dir = Path(log_dir) if log_dir is not None else Path("runs") / datetime.now().strftime("run_%Y%m%d-%H%M%S")
-        self.checkpoint_freq, self.log_freq = checkpoint_freq, log_freq
-        self.gradient_clip = gradient_clip
-        self.early_stopping_patience, self.early_stopping_min_delta = early_stopping_patience, early_stopping_min_delta
-        self.scheduler_interval, self.accuracy_fn = scheduler_interval, accuracy_fn
-        self.keep_last_checkpoints, self.on_nonfinite = keep_last_checkpoints, on_nonfinite
-        self.precision, self.accumulate_grad_batches = precision, accumulate_grad_batches
-        self.progress_bar = progress_bar
-        self.is_main_process = parallel.rank() == 0
-        self.monitors: list[Monitor] = [WeightNormMonitor(freq=log_freq), *monitors]
-        if self.track_hessian:
-            from phasetrain.monitors.hessian import HessianMonitor
-
-            self.monitors.append(HessianMonitor(method=hessian_method, freq=hessian_freq, k=hessian_k,
-                                                batches=hessian_batches))
+        self.recorder = RunRecorder(self.config, "phasetrain")
+        self.recorder.transition_hooks.append(self._on_transition)
+        self.log_dir = self.recorder.log_dir
+        self.is_main_process = distributed.rank() == 0
         self._update = UpdateStep(self.model, optimizer, self.device, precision, accumulate_grad_batches,
-                                  gradient_clip, self.track_gradients)
-        if self.is_main_process:
-            prepare_log_dir(self.log_dir)
-        self._loggers = make_loggers(loggers, self.log_dir) if self.is_main_process else []
-        self.history = MetricHistory()
-        self._rewind_streams()
-        self.watcher = TransitionWatcher(watch_metrics, watch_window)
-        self.state = RunState()
+                                  gradient_clip, self.config.track_gradients)
         self.should_stop = False
         self._callbacks: list[Callback] = []
-        self._metrics_written_at = 0.0
+        self._order: EpochOrder | None = None
+        self._own_loop_started = False
+
+    def __getattr__(self, name: str) -> Any:
+        """`trainer.log_freq` and every other setting read from `trainer.config`."""
+        config = self.__dict__.get("config")
+        if config is not None and name in TrainerConfig.__dataclass_fields__:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def state(self) -> RunState:
+        """Where the run is: step, epoch, batches of the epoch consumed, best step, stop reason."""
+        return self.recorder.state
+
+    @property
+    def monitors(self) -> list[Monitor]:
+        """The monitors of the run: weight norm, yours, and the Hessian monitor when tracked."""
+        return self.recorder.monitors
 
     # ------------------------------------------------------------------ public API
     def train(
@@ -154,21 +135,20 @@ class PhaseTransitionTrainer:
         """Train for `num_epochs` epochs (in total, counting those before a resume) and return the
         results: the training summary plus `history` (the metric store as a plain dict) and paths.
         `resume_from`: a checkpoint path, or "latest" for the newest valid one in `log_dir`."""
-        check.check_int("num_epochs", num_epochs)
+        check_int("num_epochs", num_epochs)
         check_loader("train_loader", train_loader)
         if val_loader is not None:
             check_loader("val_loader", val_loader)
-        self._callbacks = build_callbacks(callbacks, self.early_stopping_patience, self.early_stopping_min_delta)
+        self._callbacks = build_callbacks(callbacks, self.config.early_stopping_patience,
+                                          self.config.early_stopping_min_delta)
         self.should_stop = False
         self._order = EpochOrder(train_loader)
         replay = self._resume(resume_from) if resume_from is not None else None
-        self._window, self._epoch_totals = StepAccumulator(self.device), EpochTotals()
-        if self.state.pending_window is not None:
-            self._window.load_state_dict(self.state.pending_window)
-            self._epoch_totals.load_state_dict(self.state.pending_epoch_totals)
-        started, wall_before = time.perf_counter(), self.state.wall_time_s
-        total = num_epochs * len(train_loader) // self.accumulate_grad_batches if hasattr(train_loader, "__len__") else None
-        bar = progress_bar(self.progress_bar if self.is_main_process else False, total, self.state.step)
+        per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
+        total = num_epochs * per_epoch // self.config.accumulate_grad_batches if per_epoch else None
+        self.recorder.start(self.device, planned_steps=total)
+        bar = progress_bar(self.config.progress_bar if self.is_main_process else False, total, self.state.step)
+        error: BaseException | None = None
         try:
             for callback in self._callbacks:
                 callback.on_train_start(self)
@@ -179,39 +159,18 @@ class PhaseTransitionTrainer:
                     break
                 self._end_epoch(val_loader)
             self.state.finished = True
-            self._save("final_model.pt")
+            self.recorder.save_checkpoint("final_model.pt", self._checkpoint())
+        except BaseException as raised:
+            error = raised
+            raise
         finally:
-            self.state.wall_time_s = wall_before + time.perf_counter() - started
             bar.close()
-            self.save_metrics()
-            for sink in self._loggers:
-                sink.flush()
+            self.recorder.finish(error)
         results = self.get_training_summary()
         results.update(history=self.history.to_dict(), log_dir=str(self.log_dir))
         for callback in self._callbacks:
             callback.on_train_end(self, results)
         return results
-
-    def detect_phase_transitions(self, metric: str = "val_acc", window_size: int | None = 100) -> list[int]:
-        """Global steps at which `metric` changes abruptly (see `phasetrain.detect`)."""
-        return [t.step for t in self.find_transitions(metric, window_size)]
-
-    def find_transitions(self, metric: str = "val_acc", window_size: int | None = 100) -> list:
-        """Full `Transition` records (step, start/end, levels, magnitude, direction, score) of `metric`."""
-        from phasetrain.detect import detect_in_history
-
-        if metric not in self.history:
-            raise KeyError(unknown_metric_message(metric, self.history.names()))
-        check.check_int("window_size", window_size, allow_none=True)
-        steps = self.history.steps(metric)
-        if window_size is not None and steps.size >= 8 and window_size > 10 * steps[-1]:
-            raise ValueError(f"window_size={window_size} is more than 10x the {steps[-1]} steps {metric!r} was "
-                             f"recorded over; use a window of at most {steps[-1]} steps, or None to choose one")
-        return detect_in_history(self.history, metric, window_size)
-
-    def get_training_summary(self) -> dict[str, Any]:
-        """Final and best figures, step counts, stop reason, wall time and detected transitions."""
-        return training_summary(self.history, self._meta())
 
     def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
         """Restore model, optimizer, scheduler, step, epoch and metric history from `path`
@@ -221,41 +180,44 @@ class PhaseTransitionTrainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.history.load_state_dict(checkpoint["history"])
-        self.state = RunState.from_dict(checkpoint["run_state"])
+        self.recorder.load_state_dict(checkpoint)
         return checkpoint
 
     def log_step(self, step: int, epoch: int, loss: float | torch.Tensor, acc: float | torch.Tensor | None = None,
-                 grad_norm: float | torch.Tensor | None = None, **metrics: float | torch.Tensor) -> None:
-        """Record one step's figures from a hand-written loop (the seed's `_log_step`).
+                 grad_norm: float | torch.Tensor | None = None, *, batch: tuple[Any, Any] | None = None,
+                 **metrics: float | torch.Tensor) -> None:
+        """Record one step's figures from a hand-written loop (`_log_step` is its original name).
 
-        Values may be floats or 0-d tensors. Streams to `metrics.jsonl` at once and rewrites
-        `metrics.json` at most every METRICS_REWRITE_INTERVAL_S; call `save_metrics()` at the end.
+        Values may be floats or 0-d tensors. The monitors due since the previous call run too
+        (weight norm; curvature with `track_hessian`, on `hessian_batches` or on `batch`, an
+        `(inputs, targets)` pair), on the weights as they are now: after your `optimizer.step()`
+        if you call it there. Streams to `metrics.jsonl` at once and rewrites `metrics.json` at
+        most every few seconds; call `save_metrics()` at the end.
         """
+        check_int("step", step)
+        previous = self.state.step
+        if not self._own_loop_started:
+            self._start_own_loop(batch)
         record = {"train_loss": loss, "train_acc": acc, "grad_norm": grad_norm, "epoch": epoch, **metrics}
-        self._record(step, {k: float(v) for k, v in record.items() if v is not None})
-        self.state.step, self.state.epoch = max(self.state.step, step), epoch
-        if time.monotonic() - self._metrics_written_at > METRICS_REWRITE_INTERVAL_S:
-            self.save_metrics()
+        self.recorder.record(step, record)
+        due = [m for m in self.monitors if any(m.should_run(s) for s in range(previous + 1, step + 1))]
+        if due:
+            pair = split_batch(batch) if batch is not None else (None, None)
+            ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, epoch, pair, self.device)
+            self.recorder.run_monitors(ctx, due)
+        self.state.step, self.state.epoch = max(previous, step), epoch
+        self.recorder.save_metrics_now_and_then()
 
     _log_step = log_step
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Record extra named values at `step` (e.g. from a callback): into the history, the
         file streams and the online detectors, like every built-in metric."""
-        self._record(step, {name: float(value) for name, value in metrics.items()})
+        self.recorder.record(step, metrics)
 
     def grad_norm(self) -> float:
         """Global L2 norm of the model's current gradients: the one-liner for hand-written loops."""
         return float(global_grad_norm(self.module))
-
-    def save_metrics(self) -> Path:
-        """Write `metrics.json` atomically (valid JSON at every moment; rank 0 only) and return its path."""
-        path = self.log_dir / "metrics.json"
-        if self.is_main_process:
-            save_metrics(path, self.history, self._meta())
-        self._metrics_written_at = time.monotonic()
-        return path
 
     def request_stop(self, reason: str) -> None:
         """Ask the loop to stop after the current step (used by early stopping and callbacks)."""
@@ -271,10 +233,10 @@ class PhaseTransitionTrainer:
             inputs, targets = move_to_device(split_batch(batch), self.device)
             if not micro:
                 self.optimizer.zero_grad(set_to_none=True)
-            last = len(micro) + 1 == self.accumulate_grad_batches or self.state.batch_in_epoch == per_epoch
+            last = len(micro) + 1 == self.config.accumulate_grad_batches or self.state.batch_in_epoch == per_epoch
             outputs, loss = self._update.forward_backward(self._forward, self.loss_fn, inputs, targets, last)
             n = batch_size(targets)
-            micro.append((loss.detach(), n, batch_correct(outputs, targets, n, self.accuracy_fn)))
+            micro.append((loss.detach(), n, batch_correct(outputs, targets, n, self.config.accuracy_fn)))
             if last:
                 self._optimizer_step(micro, (inputs, targets), bar)
                 micro = []
@@ -289,53 +251,51 @@ class PhaseTransitionTrainer:
         losses = [loss for loss, _, _ in micro]
         if not self._finite(losses, grad_norm, step):
             return
-        if self.is_main_process:
-            for monitor in self.monitors:
-                if monitor.should_run(step):
-                    ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, self.state.epoch, batch, self.device)
-                    self._record(step, monitor.compute(ctx))
+        due = self.recorder.monitors_due(step)
+        if due:
+            ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, self.state.epoch, batch, self.device)
+            self.recorder.run_monitors(ctx, due)
         self._update.apply()
         self.state.step = step
-        if self.scheduler is not None and self.scheduler_interval == "step":
+        if self.scheduler is not None and self.config.scheduler_interval == "step":
             self.scheduler.step()
+        window = self.recorder.window
         for loss, n, correct in micro:
-            self._window.add_batch(loss, n, correct)
-        self._window.add_grad_norm(grad_norm)
-        if step % self.log_freq == 0:
+            window.add_batch(loss, n, correct)
+        window.add_grad_norm(grad_norm)
+        if step % self.config.log_freq == 0:
             self._log_train_record(step, bar)
-        if self.checkpoint_freq and step % self.checkpoint_freq == 0:
-            self._save_step_checkpoint(step)
+        if self.config.checkpoint_freq and step % self.config.checkpoint_freq == 0:
+            self.recorder.save_step_checkpoint(self._checkpoint())
 
     def _end_epoch(self, val_loader: Iterable | None) -> None:
-        means, weights = self._window.read()
-        self._epoch_totals.add(means, weights)
-        epoch_metrics: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step, **self._epoch_totals.means(),
-                                         "lr": self._lr()}
         if val_loader is not None:
+            accuracy_fn = self.config.accuracy_fn
             val = validation_pass(self.model, self.loss_fn, val_loader, self.device, self._forward,
-                                  lambda outputs, targets: batch_accuracy(outputs, targets, self.accuracy_fn))
-            self._record(self.state.step, val)
-            epoch_metrics.update(val)
+                                  lambda outputs, targets: batch_accuracy(outputs, targets, accuracy_fn))
+            self.recorder.record(self.state.step, val)
+        else:
+            val = {}
+        means, improved = self.recorder.end_epoch()
+        epoch_metrics: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step, **means,
+                                         "lr": self._lr(), **val}
         monitored = epoch_metrics.get("val_loss", epoch_metrics.get("train_loss"))
         self._step_epoch_scheduler(monitored)
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
-        self.state.epochs_run += 1
-        self._epoch_totals = EpochTotals()
-        if monitored is not None and monitored < self.state.best_loss:
-            self.state.best_loss, self.state.best_step = monitored, self.state.step
-            self._save("best_model.pt")
+        if improved:
+            self.recorder.save_checkpoint("best_model.pt", self._checkpoint())
         for callback in self._callbacks:
             callback.on_epoch_end(self, epoch_metrics["epoch"], epoch_metrics)
-        if parallel.is_distributed():  # every rank stops together
-            self.should_stop = bool(parallel.all_reduce_sum(torch.tensor([float(self.should_stop)], device=self.device)).item())
+        if distributed.is_distributed():  # every rank stops together
+            stop = torch.tensor([float(self.should_stop)], device=self.device)
+            self.should_stop = bool(distributed.all_reduce_sum(stop).item())
         if any(isinstance(c, EarlyStopping) and c.stopped_epoch is not None for c in self._callbacks):
             self.state.stopped_early = True
-        if time.monotonic() - self._metrics_written_at > METRICS_REWRITE_INTERVAL_S:
-            self.save_metrics()
+        self.recorder.save_metrics_now_and_then()
 
     def _forward(self, inputs: Any) -> Any:
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.config.precision):
             if isinstance(inputs, dict):
                 return self.model(**inputs)
             if isinstance(inputs, (tuple, list)):
@@ -348,47 +308,40 @@ class PhaseTransitionTrainer:
         when it is computed; with fp16 an overflowing gradient is the scaler's business (it skips
         that update), not a failure."""
         total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
-        checked_norm = grad_norm if grad_norm is not None and self.precision != "fp16" else None
-        if parallel.is_distributed():
+        checked_norm = grad_norm if grad_norm is not None and self.config.precision != "fp16" else None
+        if distributed.is_distributed():
             both = total if checked_norm is None else total + checked_norm
-            finite = not parallel.all_reduce_sum((~torch.isfinite(both)).double().reshape(1)).item()
+            finite = not distributed.all_reduce_sum((~torch.isfinite(both)).double().reshape(1)).item()
         else:  # two scalar reads cost less than one more kernel
             finite = math.isfinite(total.item()) and (checked_norm is None or math.isfinite(checked_norm.item()))
         if finite:
             return True
-        if self.on_nonfinite == "skip":
+        if self.config.on_nonfinite == "skip":
             self.state.nonfinite_skipped += 1
-            self._record(step, {"nonfinite_skipped": self.state.nonfinite_skipped})
+            self.recorder.record(step, {"nonfinite_skipped": self.state.nonfinite_skipped})
             return False
         loss = torch.stack(losses).double().mean().item()
         norm = float("nan") if grad_norm is None else grad_norm.item()
         message = f"non-finite loss or gradient norm at step {step} (loss={loss:.4g}, grad_norm={norm:.4g})"
-        self._save_step_checkpoint(self.state.step)
-        if self.on_nonfinite == "raise":
+        self.recorder.save_step_checkpoint(self._checkpoint())
+        if self.config.on_nonfinite == "raise":
             raise FloatingPointError(message + f"; last finite state saved as checkpoint_step_{self.state.step}.pt")
         self.request_stop(message + f"; stopped, last finite state saved as checkpoint_step_{self.state.step}.pt")
         return False
 
     def _log_train_record(self, step: int, bar: Any) -> None:
-        means, weights = self._window.read()
-        self._epoch_totals.add(means, weights)
-        record = {**means, "lr": self._lr(), "epoch": self.state.epoch}
-        self._record(step, record)
+        record = self.recorder.record_window(step, {"lr": self._lr(), "epoch": self.state.epoch})
         bar.update(step - bar.n)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in means.items() if k != "grad_norm"}, refresh=False)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "train_acc")}, refresh=False)
         for callback in self._callbacks:
             callback.on_log(self, step, record)
 
-    def _record(self, step: int, metrics: dict[str, float]) -> None:
-        self.history.log(step, metrics)
-        for sink in self._loggers:
-            sink.log(step, metrics)
-        for transition in self.watcher.observe(step, metrics):
-            for callback in self._callbacks:
-                callback.on_phase_transition(self, transition)
+    def _on_transition(self, transition: Any) -> None:
+        for callback in self._callbacks:
+            callback.on_phase_transition(self, transition)
 
     def _step_epoch_scheduler(self, monitored: float | None) -> None:
-        if self.scheduler is None or self.scheduler_interval != "epoch":
+        if self.scheduler is None or self.config.scheduler_interval != "epoch":
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             if monitored is not None:
@@ -401,74 +354,40 @@ class PhaseTransitionTrainer:
 
     # ------------------------------------------------------------------ persistence and resume
     def _checkpoint(self) -> dict[str, Any]:
-        self.state.pending_window = self._window.state_dict()
-        self.state.pending_epoch_totals = self._epoch_totals.state_dict()
+        """What the loop adds to a checkpoint; the recorder adds history, counters and detectors."""
+        state = self.state
         return {
-            "step": self.state.step,
-            "epoch": self.state.epoch if self.state.batch_in_epoch else max(self.state.epoch - 1, 0),
+            "step": state.step,
+            "epoch": state.epoch if state.batch_in_epoch else max(state.epoch - 1, 0),
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "update": self._update.state_dict(),
-            "history": {k: {n: torch.from_numpy(a) for n, a in v.items()} for k, v in self.history.state_dict().items()},
-            "run_state": self.state.to_dict(),
-            "rng": self._order.now(),
-            "rng_epoch_start": self._order.epoch_start,
+            "rng": self._order.now() if self._order is not None else None,
+            "rng_epoch_start": self._order.epoch_start if self._order is not None else None,
             "callbacks": [c.state_dict() for c in self._callbacks],
-            "monitors": [m.state_dict() for m in self.monitors],
-            "watcher": self.watcher.state_dict(),
         }
-
-    def _save(self, name: str) -> None:
-        if self.is_main_process:
-            save_checkpoint(self.log_dir / name, self._checkpoint())
-        parallel.barrier()
-
-    def _save_step_checkpoint(self, step: int) -> None:
-        self._save(checkpoint_path(self.log_dir, step).name)
-        self.save_metrics()
-        if self.keep_last_checkpoints is not None and self.is_main_process:
-            for _, old in step_checkpoints(self.log_dir)[: -self.keep_last_checkpoints]:
-                old.unlink(missing_ok=True)
 
     def _resume(self, resume_from: str | Path) -> tuple[dict, dict]:
         """Restore everything from a checkpoint; return the RNG states that replay its epoch."""
         if str(resume_from) == "latest":
-            path, checkpoint = latest_checkpoint(self.log_dir, map_location=self.device)
+            path, _ = self.recorder.latest_checkpoint(map_location=self.device)
         else:
-            path, checkpoint = Path(resume_from), load_checkpoint_file(resume_from, map_location=self.device)
-        self.load_checkpoint(path)
+            path = Path(resume_from)
+        checkpoint = self.load_checkpoint(path)
         self._update.load_state_dict(checkpoint["update"])
         for callback, state in zip(self._callbacks, checkpoint["callbacks"]):
             callback.load_state_dict(state)
-        for monitor, state in zip(self.monitors, checkpoint["monitors"]):
-            monitor.load_state_dict(state)
-        self.watcher.load_state_dict(checkpoint["watcher"])
-        self._rewind_streams()
         return checkpoint["rng_epoch_start"], checkpoint["rng"]
 
-    def _rewind_streams(self) -> None:
-        """File streams (metrics.jsonl, metrics.csv) restart from the history: empty for a new
-        run, the checkpoint's records after a resume."""
-        for sink in self._loggers:
-            if hasattr(sink, "rewind"):
-                sink.rewind(self.history)
-
-    # ------------------------------------------------------------------ set-up helpers
-    def _meta(self) -> dict[str, Any]:
-        return {
-            **self.state.summary_fields(),
-            "log_dir": str(self.log_dir),
-            "device": str(self.device),
-            "config": {"log_freq": self.log_freq, "checkpoint_freq": self.checkpoint_freq,
-                       "track_gradients": self.track_gradients, "track_hessian": self.track_hessian,
-                       "hessian_method": self.hessian_method, "hessian_freq": self.hessian_freq,
-                       "gradient_clip": self.gradient_clip, "scheduler_interval": self.scheduler_interval,
-                       "early_stopping_patience": self.early_stopping_patience,
-                       "early_stopping_min_delta": self.early_stopping_min_delta, "precision": self.precision,
-                       "accumulate_grad_batches": self.accumulate_grad_batches},
-            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+    def _start_own_loop(self, batch: Any) -> None:
+        """The first `log_step` of a hand-written loop: streams open; curvature needs a batch."""
+        if self.config.track_hessian and self.config.hessian_batches is None and batch is None:
+            raise ValueError("track_hessian=True in a hand-written loop needs curvature batches: pass "
+                             "hessian_batches=[(inputs, targets), ...] to the trainer, or "
+                             "log_step(..., batch=(inputs, targets)); got neither")
+        self.recorder.start(self.device)
+        self._own_loop_started = True
 
 
 def progress_bar(enabled: bool | None, total: int | None, initial: int = 0, unit: str = "step") -> Any:

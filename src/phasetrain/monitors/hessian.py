@@ -27,13 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from phasetrain.monitors.base import eval_mode
-from phasetrain.run.config import HESSIAN_METHODS
 from phasetrain.curvature.diagonal import diagonal_statistics
 from phasetrain.curvature.lanczos import lanczos
 from phasetrain.curvature.operator import Batch, HessianOperator
-from phasetrain.monitors.base import Monitor, StepContext
+from phasetrain.monitors.base import Monitor, StepContext, eval_mode
 
+HESSIAN_METHODS = ("diagonal", "eigenvalues")
 
 
 def _to(x: Any, device: torch.device) -> Any:

@@ -20,7 +20,7 @@ import torch
 from phasetrain.run.files import atomic_write
 
 CHECKPOINT_FORMAT = "phasetrain-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the recorder's state (window, epoch totals) beside the run state
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_step_(\d+)\.pt$")
 
 

@@ -1,12 +1,15 @@
-"""Argument checks that fail before training starts, naming the argument, the value and what is allowed."""
+"""A run's settings, written once: `RecordingConfig` (what every front end records) and the checks
+every argument goes through before anything is built, each naming the argument, the value and what
+is allowed. The native trainer extends it with the loop's own settings (`phasetrain.loop.config`)."""
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
+from phasetrain.run.summary import KEY_METRICS
 
 
 def check_int(name: str, value: Any, minimum: int = 1, allow_none: bool = False) -> None:
@@ -46,55 +49,97 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
 
 
-def check_optimizer_covers_model(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """The model must have trainable parameters and the optimizer must update at least one of them."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("model has no trainable parameters (every parameter has requires_grad=False)")
-    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    if not any(id(p) in optimized for p in trainable):
-        raise ValueError("optimizer holds none of the model's trainable parameters; "
-                         "build it from model.parameters() of the same model instance")
+def check_log_dir(log_dir: Any) -> None:
+    """`log_dir` must be None (a fresh timestamped folder), a str or an os.PathLike."""
+    if log_dir is not None and not isinstance(log_dir, (str, Path)) and not hasattr(log_dir, "__fspath__"):
+        raise TypeError(f"log_dir must be a str or pathlib.Path (or None for runs/run_<timestamp>), "
+                        f"got {log_dir!r} ({type(log_dir).__name__})")
 
 
-HESSIAN_METHODS = ("diagonal", "eigenvalues")
-SCHEDULER_INTERVALS = ("epoch", "step")
-NONFINITE_POLICIES = ("stop", "skip", "raise")
-PRECISIONS = ("32", "bf16", "fp16")
+def default_log_dir() -> Path:
+    """`runs/run_<YYYYmmdd-HHMMSS>`: where a run goes when no `log_dir` is given."""
+    return Path("runs") / datetime.now().strftime("run_%Y%m%d-%H%M%S")
 
 
-def check_trainer_arguments(*, model: Any, optimizer: Any, loss_fn: Any, hessian_method: Any, hessian_freq: Any,
-                            checkpoint_freq: Any, log_freq: Any, scheduler: Any, gradient_clip: Any,
-                            early_stopping_patience: Any, early_stopping_min_delta: Any, scheduler_interval: Any,
-                            accuracy_fn: Any, keep_last_checkpoints: Any, on_nonfinite: Any, hessian_k: Any,
-                            watch_metrics: Any, watch_window: Any, precision: Any, accumulate_grad_batches: Any) -> None:
-    """Every PhaseTransitionTrainer argument checked before anything is built or moved."""
-    import torch
-    from torch import nn
+def jsonable_setting(value: Any) -> Any:
+    """A setting as the meta stores it: JSON scalars and lists as they are, objects by class name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [jsonable_setting(item) for item in value]
+    if callable(value) and hasattr(value, "__qualname__"):
+        return value.__qualname__
+    return type(value).__name__
 
-    from phasetrain.run.distributed import unwrap
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable (outputs, targets) -> loss tensor, got {loss_fn!r}")
-    check_choice("hessian_method", hessian_method, HESSIAN_METHODS)
-    for name, value in (("hessian_freq", hessian_freq), ("log_freq", log_freq), ("hessian_k", hessian_k),
-                        ("watch_window", watch_window), ("accumulate_grad_batches", accumulate_grad_batches)):
-        check_int(name, value)
-    for name, value in (("checkpoint_freq", checkpoint_freq), ("early_stopping_patience", early_stopping_patience),
-                        ("keep_last_checkpoints", keep_last_checkpoints)):
-        check_int(name, value, allow_none=True)
-    check_float("gradient_clip", gradient_clip, strict=True, allow_none=True)
-    check_float("early_stopping_min_delta", early_stopping_min_delta)
-    check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
-    check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
-    check_choice("precision", precision, PRECISIONS)
-    check_metric_names("watch_metrics", watch_metrics)
-    if scheduler is not None and not hasattr(scheduler, "step"):
-        raise TypeError(f"scheduler must be a torch.optim.lr_scheduler object with .step(), got {scheduler!r}")
-    if accuracy_fn is not None and not callable(accuracy_fn):
-        raise TypeError(f"accuracy_fn must be callable (outputs, targets) -> accuracy in [0, 1], got {accuracy_fn!r}")
-    check_optimizer_covers_model(unwrap(model), optimizer)
+@dataclasses.dataclass
+class RecordingConfig:
+    """What a run records and where: the settings every front end shares (the trainer, the
+    Lightning and Hugging Face callbacks, a hand-written loop). Checked when built; stored in
+    `metrics.json`'s meta under "config"."""
+
+    log_dir: str | Path | None = None
+    """The run folder (created; must be writable). None: `runs/run_<timestamp>`."""
+    log_freq: int = 10
+    """Steps between training records (loss, accuracy, gradient and weight norms, lr)."""
+    track_gradients: bool = True
+    """Record `grad_norm`: the global L2 norm of all gradients, before clipping, per update."""
+    track_hessian: bool = False
+    """Run the Hessian monitor every `hessian_freq` steps."""
+    hessian_method: str = "diagonal"
+    """"diagonal": hessian_diag_mean/std/max and hessian_trace; "eigenvalues": hessian_eig_1..k
+    (and hessian_eos_ratio for SGD)."""
+    hessian_freq: int = 100
+    """Steps between curvature measurements."""
+    hessian_k: int = 3
+    """Eigenvalues recorded with hessian_method="eigenvalues"."""
+    hessian_batches: Sequence[Any] | None = None
+    """Fixed curvature batches [(inputs, targets), ...] (averaged); None: the first training batch."""
+    monitors: Sequence[Any] = ()
+    """Extra `phasetrain.Monitor` objects, run at the steps they choose."""
+    loggers: Sequence[Any] | str | None = ("jsonl",)
+    """Metric streams besides metrics.json: "jsonl", "csv", "tensorboard", or objects with
+    log(step, metrics), flush(), close()."""
+    keep_last_checkpoints: int | None = None
+    """Keep only the newest K step checkpoints (best_model.pt and final_model.pt are always kept)."""
+    watch_metrics: Sequence[str] = KEY_METRICS
+    """Metrics the online detector watches (on_phase_transition fires for their transitions)."""
+    watch_window: int | None = None
+    """The online detector's smallest window in steps (at least 10 records of a metric). None: the
+    automatic window of offline detection, 1% of the planned run (100 steps when the length of the
+    run is not known in advance, as in a hand-written loop)."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError/TypeError naming the first bad setting, its value and what is allowed."""
+        from phasetrain.monitors.hessian import HESSIAN_METHODS
+        from phasetrain.run.streams import check_logger_spec
+
+        check_log_dir(self.log_dir)
+        for name in ("log_freq", "hessian_freq", "hessian_k"):
+            check_int(name, getattr(self, name))
+        check_int("watch_window", self.watch_window, allow_none=True)
+        check_int("keep_last_checkpoints", self.keep_last_checkpoints, allow_none=True)
+        check_choice("hessian_method", self.hessian_method, HESSIAN_METHODS)
+        check_metric_names("watch_metrics", self.watch_metrics)
+        check_logger_spec(self.loggers)
+        for index, monitor in enumerate(self.monitors):
+            if not (hasattr(monitor, "should_run") and hasattr(monitor, "compute")):
+                raise TypeError(f"monitors[{index}] must be a phasetrain Monitor (should_run, compute), got {monitor!r}")
+
+    def to_meta(self) -> dict[str, Any]:
+        """The settings as JSON values (objects by class name; curvature batches by count). The
+        folder is not repeated here: the meta holds it as "log_dir"."""
+        meta = {}
+        for field in dataclasses.fields(self):
+            if field.name == "log_dir":
+                continue
+            value = getattr(self, field.name)
+            if field.name == "hessian_batches":
+                value = None if value is None else len(value)
+            meta[field.name] = jsonable_setting(value)
+        return meta

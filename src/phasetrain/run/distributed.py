@@ -7,6 +7,7 @@ across ranks, and lets rank 0 alone write files.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -56,3 +57,12 @@ def barrier() -> None:
     """Wait for every rank (a no-op in a single process)."""
     if is_distributed():
         dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (picklable Python values; a no-op in a single process)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

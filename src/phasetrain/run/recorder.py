@@ -1,178 +1,249 @@
-"""What both framework callbacks share: monitors, the metric store, metrics.json/jsonl and detection.
+"""`RunRecorder`: the one owner of a run's truth, whichever front end drives the run.
 
-Framework-free (torch and phasetrain only). A callback translates its framework's hooks into
-`window.add_batch` / `window.add_grad_norm` (a `StepAccumulator`), `run_monitors`, `log_window`,
-`record` and `save`; the recorder keeps the numbers in
-the trainer's shape: same metric names, 1-based global optimizer steps, `metrics.json` written
-atomically with `save_metrics`, every record streamed to `metrics.jsonl` as it is made.
+The native trainer, the Lightning callback, the Hugging Face callback and a hand-written loop
+(`trainer.log_step`) are adapters: they translate their events into the calls below, so every
+front end records the same metric names at the same steps under the same policies, writes the
+same files and reads back through the same API (`RunViews`). Conventions:
+- a step is the 1-based global optimizer step (step s is the s-th parameter update);
+- per-update figures (loss, correct count, gradient norm) go into `window` as device tensors and
+  are read to the host once per record (`record_window`), as means since the previous record;
+- a second value of a metric at the same step replaces the first (the latest measurement of the
+  same weights); a value at an earlier step than the metric's last is dropped with a warning;
+- `best_step` is the step of the lowest `val_loss` record, or of the lowest epoch-mean
+  `train_loss` when the run records no validation;
+- under DDP every rank records the same numbers (sums are all-reduced, monitor results are
+  rank 0's, broadcast), and rank 0 alone writes files.
 """
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import logging
+import math
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from phasetrain.run import config as check
-from phasetrain.run.files import prepare_log_dir
-from phasetrain.run.averages import StepAccumulator
 from phasetrain.detect import Transition, detect_in_history
-from phasetrain.run.history import MetricHistory, load_metrics, save_metrics
-from phasetrain.run.streams import JsonlLogger
 from phasetrain.monitors.base import Monitor, StepContext
-from phasetrain.monitors.hessian import HessianMonitor
 from phasetrain.monitors.norms import WeightNormMonitor
-from phasetrain.run.distributed import rank
-from phasetrain.run.summary import KEY_METRICS, training_summary
-from phasetrain.run.watch import TransitionWatcher
+from phasetrain.run.averages import EpochTotals, StepAccumulator
+from phasetrain.run.checkpoints import checkpoint_path, latest_checkpoint, save_checkpoint, step_checkpoints
+from phasetrain.run.config import RecordingConfig, check_int, default_log_dir
+from phasetrain.run.distributed import barrier, broadcast_object, is_distributed, rank
+from phasetrain.run.files import prepare_log_dir
+from phasetrain.run.history import MetricHistory, load_metrics, save_metrics
+from phasetrain.run.state import RunState
+from phasetrain.run.streams import make_loggers
+from phasetrain.run.summary import training_summary
+from phasetrain.run.watch import TransitionWatcher, automatic_window
 
 LOGGER = logging.getLogger("phasetrain")
-TransitionHook = Callable[[Transition], Any]
 
-
-@dataclasses.dataclass
-class RecorderConfig:
-    """The trainer-mirroring settings of a framework callback (see `PhaseTransitionTrainer`)."""
-
-    log_dir: str | Path
-    log_freq: int = 10
-    track_gradients: bool = True
-    track_hessian: bool = False
-    hessian_method: str = "diagonal"
-    hessian_freq: int = 100
-    hessian_k: int = 3
-    hessian_batches: Sequence[tuple[Any, Any]] | None = None
-    monitors: Sequence[Monitor] = ()
-    watch_metrics: Sequence[str] = KEY_METRICS
-    watch_window: int = 100
-    on_phase_transition: TransitionHook | None = None
-
-    def check(self) -> None:
-        """Raise ValueError/TypeError naming the first bad argument."""
-        if not isinstance(self.log_dir, (str, Path)):
-            raise TypeError(f"log_dir must be a str or pathlib.Path, got {self.log_dir!r}")
-        check.check_int("log_freq", self.log_freq)
-        check.check_choice("hessian_method", self.hessian_method, check.HESSIAN_METHODS)
-        check.check_int("hessian_freq", self.hessian_freq)
-        check.check_int("hessian_k", self.hessian_k)
-        check.check_int("watch_window", self.watch_window)
-        check.check_metric_names("watch_metrics", self.watch_metrics)
-        for index, monitor in enumerate(self.monitors):
-            if not (hasattr(monitor, "should_run") and hasattr(monitor, "compute")):
-                raise TypeError(f"monitors[{index}] must be a phasetrain Monitor (should_run, compute), got {monitor!r}")
-        if self.on_phase_transition is not None and not callable(self.on_phase_transition):
-            raise TypeError(f"on_phase_transition must be callable (transition) -> None, got {self.on_phase_transition!r}")
+# metrics.json is rewritten whole (O(records)); at epoch ends and from log_step it is rewritten at
+# most this often, so full-batch runs (an epoch per step) stay linear. Checkpoints, the end of
+# the run and exceptions always write it; metrics.jsonl streams every record as it comes.
+METRICS_REWRITE_INTERVAL_S = 5.0
 
 
 class RunRecorder:
-    """Metric store, monitors, sinks and online detection of one run driven by a framework."""
+    """Metric store, monitors, online watcher, streams, checkpoint files and meta of one run.
 
-    def __init__(self, config: RecorderConfig, framework: str) -> None:
-        config.check()
+    `config`: what to record and where (checked when built). `framework`: the front end's name,
+    stored in the meta ("phasetrain", "lightning", "transformers"). Building a recorder creates
+    the run folder if it is missing and proves it writable, and changes no file in it; files
+    change from `start()` on.
+    """
+
+    def __init__(self, config: RecordingConfig, framework: str) -> None:
         self.config, self.framework = config, framework
-        self.log_dir = Path(config.log_dir)
+        self.log_dir = Path(config.log_dir) if config.log_dir is not None else default_log_dir()
+        self.writes = rank() == 0
+        if self.writes:
+            prepare_log_dir(self.log_dir)
         self.monitors: list[Monitor] = [WeightNormMonitor(freq=config.log_freq), *config.monitors]
         if config.track_hessian:
+            from phasetrain.monitors.hessian import HessianMonitor
+
             self.monitors.append(HessianMonitor(method=config.hessian_method, freq=config.hessian_freq,
                                                 k=config.hessian_k, batches=config.hessian_batches))
         self.history = MetricHistory()
-        self.watcher = TransitionWatcher(config.watch_metrics, config.watch_window)
+        self.state = RunState()
         self.window = StepAccumulator(torch.device("cpu"))
-        self.counters: dict[str, Any] = {"step": 0, "epochs_run": 0, "wall_time_s": 0.0, "finished": False,
-                                         "stopped_early": False, "stop_reason": None}
-        self._jsonl: JsonlLogger | None = None
-        self._started: float | None = None
-        self._writes = rank() == 0
-        if self._writes:
-            prepare_log_dir(self.log_dir)  # a bad path fails when the callback is built, not at the first save
+        self.epoch_totals = EpochTotals()
+        self.watcher = TransitionWatcher(config.watch_metrics, config.watch_window or automatic_window(None))
+        self.transition_hooks: list[Callable[[Transition], Any]] = []
+        self.streams: list[Any] = []
+        self.device = torch.device("cpu")
+        self._clock: float | None = None
+        self._metrics_written_at = 0.0
+        self._best_changed = False
+        self._warned_order: set[str] = set()
 
     # ------------------------------------------------------------------ run boundaries
-    def start(self, device: torch.device) -> None:
-        """Open `metrics.jsonl` (append; rank 0 only under DDP) and start the wall clock."""
-        self._writes = rank() == 0
-        if self.window.device != device:
+    def start(self, device: torch.device, planned_steps: int | None = None) -> None:
+        """The run (or its resumed part) begins: per-step figures live on `device`, the online
+        window follows `planned_steps` when `watch_window` is None, the streams open (rank 0)
+        holding exactly the history's records, and the wall clock runs."""
+        self.device = torch.device(device)
+        if self.window.device != self.device:
             pending = self.window.state_dict()
-            self.window.device = device
+            self.window.device = self.device
             self.window.load_state_dict(pending)
-        if self._jsonl is None and self._writes:
-            self._jsonl = JsonlLogger(self.log_dir / "metrics.jsonl")
-        self._started = time.perf_counter()
-        self.counters["finished"] = False
+        if self.config.watch_window is None:
+            self.watcher.window_size = automatic_window(planned_steps)
+        if self.writes and not self.streams:
+            self.streams = make_loggers(self.config.loggers, self.log_dir)
+        for stream in self.streams:
+            if hasattr(stream, "rewind"):
+                stream.rewind(self.history)
+        self.state.finished = False
+        self._clock = time.perf_counter()
 
-    def set_log_freq(self, log_freq: int) -> None:
-        """Change the record interval (and the weight-norm monitor's) to the framework's own."""
-        check.check_int("log_freq", log_freq)
-        self.config.log_freq = self.monitors[0].freq = log_freq
-
-    def save(self) -> Path:
-        """Write `metrics.json` atomically (rank 0 only under DDP) and flush `metrics.jsonl`; returns
-        the json path."""
-        self._tick()
-        path = self.log_dir / "metrics.json"
-        if not self._writes:
-            return path
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        save_metrics(path, self.history, self.meta())
-        if self._jsonl is not None:
-            self._jsonl.flush()
-        return path
-
-    def finish(self, stop_reason: str | None = None) -> Path:
-        """End of the run (normal when `stop_reason` is None): final save, close the sinks."""
-        self.counters["finished"] = stop_reason is None
-        if stop_reason is not None:
-            self.counters["stop_reason"] = stop_reason
-        path = self.save()
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
-        self._started = None
+    def finish(self, error: BaseException | None = None) -> Path:
+        """The run ends: normally (`error` None: finished), or by `error` (its type and message
+        become the stop reason unless one is set). Writes metrics.json and closes the streams."""
+        if error is None:
+            self.state.finished = True
+        elif self.state.stop_reason is None:
+            self.state.stop_reason = f"{type(error).__name__}: {error}".strip()
+        path = self.save_metrics()
+        for stream in self.streams:
+            stream.close()
+        self.streams = []
+        self._clock = None
         return path
 
     def _tick(self) -> None:
-        if self._started is not None:
+        if self._clock is not None:
             now = time.perf_counter()
-            self.counters["wall_time_s"] += now - self._started
-            self._started = now
+            self.state.wall_time_s += now - self._clock
+            self._clock = now
+
+    def set_log_freq(self, log_freq: int) -> None:
+        """Change the record interval (and the weight-norm monitor's) to the framework's own."""
+        check_int("log_freq", log_freq)
+        self.config.log_freq = self.monitors[0].freq = log_freq
 
     # ------------------------------------------------------------------ recording
-    def log_window(self, step: int, extra: dict[str, float]) -> dict[str, float]:
-        """Record the means since the last record (one host sync) plus `extra` at `step`."""
-        means, _ = self.window.read()
-        record = {**means, **extra}
+    def record(self, step: int, metrics: dict[str, Any]) -> None:
+        """Store `metrics` (name -> number or 0-d tensor; None skipped) at `step`, stream them,
+        feed the online detectors and call `transition_hooks` with what they confirm."""
+        step = int(step)
+        clean: dict[str, float] = {}
+        for name, value in metrics.items():
+            if value is None:
+                continue
+            last = self.history.last_step(name)
+            if last is not None and last > step:
+                if name not in self._warned_order:
+                    self._warned_order.add(name)
+                    warnings.warn(f"{name!r} is recorded up to step {last}; a value at step {step} was dropped "
+                                  f"(every metric's steps only go forward)", RuntimeWarning, stacklevel=2)
+                continue
+            clean[name] = float(value)
+        if not clean:
+            return
+        self.history.log(step, clean)
+        value = clean.get("val_loss")
+        if value is not None and math.isfinite(value) and value < self.state.best_loss:
+            self._new_best(step, value)
+        for stream in self.streams:
+            stream.log(step, clean)
+        for transition in self.watcher.observe(step, clean):
+            LOGGER.info("phase transition in %s at step %s (%s, score %.3g)", transition.metric, transition.step,
+                        transition.direction, transition.score)
+            for hook in self.transition_hooks:
+                hook(transition)
+
+    def record_window(self, step: int, extra: dict[str, Any]) -> dict[str, float]:
+        """Record the means since the last record (one host sync; summed over DDP ranks) plus
+        `extra` at `step`; returns the record."""
+        means, weights = self.window.read()
+        self.epoch_totals.add(means, weights)
+        record = {**means, **{k: v for k, v in extra.items() if v is not None}}
         self.record(step, record)
         return record
 
-    def run_monitors(self, ctx: StepContext) -> None:
-        """Run the monitors due at `ctx.step` and record what they return."""
-        for monitor in self.monitors:
-            if monitor.should_run(ctx.step):
-                self.record(ctx.step, monitor.compute(ctx))
+    def monitors_due(self, step: int) -> list[Monitor]:
+        """The monitors that measure at `step`."""
+        return [monitor for monitor in self.monitors if monitor.should_run(step)]
 
-    def record(self, step: int, metrics: dict[str, float]) -> None:
-        """Store `metrics` at `step`, stream them to metrics.jsonl, feed the online detectors.
-
-        A metric already recorded at `step` or later (a second evaluation at the same step) keeps
-        its first value: every curve's steps stay strictly increasing, as the detectors need.
-        """
-        metrics = {name: float(value) for name, value in metrics.items()
-                   if value is not None and _last_step(self.history, name) < step}
-        if not metrics:
+    def run_monitors(self, ctx: StepContext, due: list[Monitor] | None = None) -> None:
+        """Run the monitors due at `ctx.step` (or `due`) and record what they return. Every rank
+        runs them; under DDP rank 0's numbers are recorded on every rank."""
+        due = self.monitors_due(ctx.step) if due is None else due
+        if not due:
             return
-        self.history.log(step, metrics)
-        self.counters["step"] = max(self.counters["step"], step)
-        if self._jsonl is not None:
-            self._jsonl.log(step, metrics)
-        for transition in self.watcher.observe(step, metrics):
-            LOGGER.info("phase transition in %s at step %s (%s, score %.3g)", transition.metric, transition.step,
-                        transition.direction, transition.score)
-            if self.config.on_phase_transition is not None:
-                self.config.on_phase_transition(transition)
+        results: dict[str, float] = {}
+        for monitor in due:
+            results.update(monitor.compute(ctx))
+        self.record(ctx.step, broadcast_object(results) if is_distributed() else results)
+
+    def end_epoch(self) -> tuple[dict[str, float], bool]:
+        """Close an epoch: (the epoch's mean train figures, whether the run's best improved in it).
+
+        Reads the per-step figures since the last record (all ranks take part under DDP). Without
+        any validation record in the run, the epoch-mean train_loss decides the best step.
+        """
+        means, weights = self.window.read()
+        self.epoch_totals.add(means, weights)
+        epoch_means = self.epoch_totals.means()
+        self.epoch_totals = EpochTotals()
+        self.state.epochs_run += 1
+        loss = epoch_means.get("train_loss")
+        if "val_loss" not in self.history and loss is not None and math.isfinite(loss) and loss < self.state.best_loss:
+            self._new_best(self.state.step, loss)
+        improved, self._best_changed = self._best_changed, False
+        return epoch_means, improved
+
+    def _new_best(self, step: int, loss: float) -> None:
+        self.state.best_loss, self.state.best_step = loss, step
+        self._best_changed = True
+
+    # ------------------------------------------------------------------ files
+    def save_metrics(self) -> Path:
+        """Write metrics.json atomically (rank 0) and flush the streams; returns its path."""
+        self._tick()
+        path = self.log_dir / "metrics.json"
+        if self.writes:
+            save_metrics(path, self.history, self.meta())
+            for stream in self.streams:
+                stream.flush()
+        self._metrics_written_at = time.monotonic()
+        return path
+
+    def save_metrics_now_and_then(self) -> None:
+        """metrics.json, at most every METRICS_REWRITE_INTERVAL_S (epoch ends, log_step)."""
+        if time.monotonic() - self._metrics_written_at > METRICS_REWRITE_INTERVAL_S:
+            self.save_metrics()
+
+    def save_checkpoint(self, name: str, payload: dict[str, Any]) -> Path:
+        """Write `log_dir/name`: the front end's `payload` (model, optimizer, ...) plus the
+        recorder's own state, atomically (rank 0; every rank waits for it)."""
+        path = self.log_dir / name
+        if self.writes:
+            save_checkpoint(path, {**payload, **self.state_dict()})
+        barrier()
+        return path
+
+    def save_step_checkpoint(self, payload: dict[str, Any]) -> Path:
+        """`checkpoint_step_{step}.pt` at the current step, metrics.json, then pruning to the
+        newest `keep_last_checkpoints`."""
+        path = self.save_checkpoint(checkpoint_path(self.log_dir, self.state.step).name, payload)
+        self.save_metrics()
+        keep = self.config.keep_last_checkpoints
+        if keep is not None and self.writes:
+            for _, old in step_checkpoints(self.log_dir)[:-keep]:
+                old.unlink(missing_ok=True)
+        return path
+
+    def latest_checkpoint(self, map_location: Any) -> tuple[Path, dict[str, Any]]:
+        """The newest readable checkpoint of the run folder (see `checkpoints.latest_checkpoint`)."""
+        return latest_checkpoint(self.log_dir, map_location=map_location)
 
     # ------------------------------------------------------------------ reading back
     @property
@@ -180,99 +251,86 @@ class RunRecorder:
         """Transitions the online detectors have confirmed so far, in the order found."""
         return list(self.watcher.found)
 
-    def find_transitions(self, metric: str, window_size: int | None) -> list[Transition]:
-        """Offline detection on the whole recorded `metric` (KeyError naming the recorded ones)."""
-        check.check_int("window_size", window_size, allow_none=True)
+    def find_transitions(self, metric: str, window_size: float | None = None) -> list[Transition]:
+        """Offline detection on the whole recorded `metric`; `window_size` None: the automatic window."""
+        check_int("window_size", window_size, allow_none=True)
+        steps = self.history.steps(metric)  # KeyError naming the recorded metrics
+        if window_size is not None and steps.size >= 8 and window_size > 10 * steps[-1]:
+            raise ValueError(f"window_size={window_size} is more than 10x the {steps[-1]} steps {metric!r} was "
+                             f"recorded over; use a window of at most {steps[-1]} steps, or None to choose one")
         return detect_in_history(self.history, metric, window_size)
 
     def summary(self) -> dict[str, Any]:
-        """`phasetrain.summary.training_summary` of what has been recorded."""
+        """`training_summary` of what has been recorded (what `phasetrain summary` prints)."""
         return training_summary(self.history, self.meta())
 
     def meta(self) -> dict[str, Any]:
-        """The run's meta data in `metrics.json`, with the keys the trainer writes."""
-        config = self.config
+        """The run's meta data in metrics.json: counters, folder, device, front end, settings."""
+        self._tick()
         return {
-            "total_training_steps": self.counters["step"],
-            "epochs_run": self.counters["epochs_run"],
-            "best_step": self._best_step(),
-            "stopped_early": self.counters["stopped_early"],
-            "stop_reason": self.counters["stop_reason"],
-            "finished": self.counters["finished"],
-            "wall_time_s": round(self.counters["wall_time_s"], 3),
+            **self.state.summary_fields(),
             "log_dir": str(self.log_dir),
-            "device": str(self.window.device),
+            "device": str(self.device),
             "framework": self.framework,
-            "config": {"log_freq": config.log_freq, "track_gradients": config.track_gradients,
-                       "track_hessian": config.track_hessian, "hessian_method": config.hessian_method,
-                       "hessian_freq": config.hessian_freq},
+            "config": self.config.to_meta(),
             "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def _best_step(self) -> int | None:
-        """Step of the lowest val_loss (train_loss when there is no validation), as the trainer reports."""
-        for name in ("val_loss", "train_loss"):
-            if name in self.history:
-                values = self.history.values(name)
-                if np.isfinite(values).any():
-                    return int(self.history.steps(name)[int(np.nanargmin(values))])
-        return None
-
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """History, open window, monitors, detectors and counters (tensors, numbers, lists only)."""
+        """History, counters, open window, monitors and detectors (tensors, numbers, lists only:
+        checkpoints load with weights_only=True)."""
         return {
             "history": {k: {n: torch.from_numpy(a) for n, a in v.items()} for k, v in self.history.state_dict().items()},
+            "run_state": self.state.to_dict(),
             "window": self.window.state_dict(),
+            "epoch_totals": self.epoch_totals.state_dict(),
             "monitors": [m.state_dict() for m in self.monitors],
             "watcher": self.watcher.state_dict(),
-            "counters": dict(self.counters),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
+        """Restore what `state_dict` returned (as found in a checkpoint)."""
         self.history.load_state_dict(state["history"])
+        self.state = RunState.from_dict(state["run_state"])
         self.window.load_state_dict(state["window"])
+        self.epoch_totals.load_state_dict(state["epoch_totals"])
         for monitor, monitor_state in zip(self.monitors, state["monitors"]):
             monitor.load_state_dict(monitor_state)
         self.watcher.load_state_dict(state["watcher"])
-        self.counters.update(state["counters"])
 
     def restore_from_file(self, up_to_step: int) -> None:
-        """Resume from the `metrics.json` already in `log_dir`: keep its records up to `up_to_step`
-        (a checkpoint's step) and replay them into the online detectors without firing hooks."""
+        """Resume from the metrics.json already in the run folder (a framework whose checkpoints do
+        not carry the recorder's state): keep its records up to `up_to_step` and replay them into
+        the online detectors without calling the hooks."""
         path = self.log_dir / "metrics.json"
         if not path.is_file():
             return
         history, meta = load_metrics(path)
-        kept = {name: {"steps": [int(s) for s in history.steps(name) if s <= up_to_step],
-                       "values": [float(v) for s, v in zip(history.steps(name), history.values(name)) if s <= up_to_step]}
-                for name in history.names()}
+        kept = {}
+        for name in history.names():
+            steps, values = history.steps(name), history.values(name)
+            keep = steps <= up_to_step
+            kept[name] = {"steps": steps[keep].tolist(), "values": [None if not math.isfinite(v) else v
+                                                                     for v in values[keep].tolist()]}
         self.history = MetricHistory.from_dict(kept)
-        self.watcher = TransitionWatcher(self.config.watch_metrics, self.config.watch_window)
-        for name in self.config.watch_metrics:
-            if name in self.history:
-                for step, value in zip(self.history.steps(name), self.history.values(name)):
-                    self.watcher.observe(int(step), {name: float(value)})
-        self.counters["step"] = up_to_step
-        self.counters["epochs_run"] = int(meta.get("epochs_run") or 0)
-        self.counters["wall_time_s"] = float(meta.get("wall_time_s") or 0.0)
+        self.watcher = TransitionWatcher(self.config.watch_metrics, self.watcher.window_size)
+        for step, record in self.history.records():
+            self.watcher.observe(step, record)
+        self.state.step = up_to_step
+        self.state.epochs_run = int(meta.get("epochs_run") or 0)
+        self.state.wall_time_s = float(meta.get("wall_time_s") or 0.0)
+        self.state.best_step = meta.get("best_step")
 
 
-
-def _last_step(history: MetricHistory, name: str) -> int:
-    last = history.last_step(name)
-    return -1 if last is None else last
-
-
-class RecorderViews:
-    """What both callbacks offer to read a run, over their `recorder` (the trainer's names)."""
+class RunViews:
+    """The read-back API every front end offers over its `recorder`: the same names everywhere."""
 
     recorder: RunRecorder
 
     @property
     def history(self) -> MetricHistory:
-        """The run's metric store (what metrics.json holds)."""
+        """The run's metric store (what metrics.json holds): `steps(name)`, `values(name)`, `names()`."""
         return self.recorder.history
 
     @property
@@ -280,18 +338,40 @@ class RecorderViews:
         """Transitions confirmed online so far."""
         return self.recorder.transitions
 
-    def detect_phase_transitions(self, metric: str = "val_acc", window_size: int | None = 100) -> list[int]:
-        """Global steps at which `metric` changes abruptly (offline detection over the whole run)."""
-        return [t.step for t in self.recorder.find_transitions(metric, window_size)]
+    def detect_phase_transitions(self, metric: str = "val_acc", window_size: int | None = None) -> list[int]:
+        """Global steps at which `metric` changes abruptly (offline detection over the whole run).
 
-    def find_transitions(self, metric: str = "val_acc", window_size: int | None = 100) -> list[Transition]:
-        """Full `Transition` records of `metric` (offline detection over the whole run)."""
+        `window_size` (steps): the shortest stretch a side of a change must hold; None chooses it
+        from the curve (1% of its span, at least 3 recording intervals), as the summary, the report
+        and `phasetrain detect` do."""
+        return [t.step for t in self.find_transitions(metric, window_size)]
+
+    def find_transitions(self, metric: str = "val_acc", window_size: int | None = None) -> list[Transition]:
+        """Full `Transition` records of `metric` (step, span, levels, magnitude, direction, score)."""
         return self.recorder.find_transitions(metric, window_size)
 
     def get_training_summary(self) -> dict[str, Any]:
-        """Final and best figures, step counts and detected transitions (as the trainer reports)."""
+        """Final and best figures, step counts, stop reason, wall time and detected transitions."""
         return self.recorder.summary()
 
     def save_metrics(self) -> Path:
-        """Write metrics.json now (atomically) and return its path."""
-        return self.recorder.save()
+        """Write metrics.json now (atomically; rank 0) and return its path."""
+        return self.recorder.save_metrics()
+
+
+def transition_hook(fn: Callable[..., Any], owner: Any, name: str = "on_phase_transition") -> Callable[[Transition], Any]:
+    """`fn(owner, transition)`, the one hook signature, as a recorder hook. A function of one
+    argument, `fn(transition)` (the form the callbacks took before 0.2), still works and warns."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable (source, transition) -> None, got {fn!r}")
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: assume the current form
+        return lambda transition: fn(owner, transition)
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_two = len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+    if takes_two:
+        return lambda transition: fn(owner, transition)
+    warnings.warn(f"{name}(transition) is deprecated; take (source, transition), as the trainer's "
+                  f"Callback.on_phase_transition(trainer, transition) does", DeprecationWarning, stacklevel=3)
+    return fn

@@ -24,8 +24,6 @@ class RunState:
     finished: bool = False
     nonfinite_skipped: int = 0
     wall_time_s: float = 0.0
-    pending_window: dict[str, Any] | None = None
-    pending_epoch_totals: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

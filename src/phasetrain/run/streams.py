@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import IO, Iterable, Mapping, Protocol, runtime_checkable
 
-from phasetrain.run.files import atomic_write
 from phasetrain.run.config import check_int
+from phasetrain.run.files import atomic_write
 from phasetrain.run.history import MetricHistory
 
 DEFAULT_FLUSH_EVERY = 100
@@ -201,6 +201,19 @@ def make_loggers(
     through). Names: "jsonl" -> `log_dir/metrics.jsonl`, "csv" -> `log_dir/metrics.csv`,
     "tensorboard" -> event files under `log_dir/tensorboard/`. Each name may appear once.
     """
+    items = check_logger_spec(spec)
+    sinks: list[MetricLogger] = []
+    for item in items:
+        if isinstance(item, str):
+            filename, factory = LOGGER_FILES[item.strip().lower()]
+            item = factory(Path(log_dir) / filename)
+        sinks.append(item)
+    return sinks
+
+
+def check_logger_spec(spec: str | MetricLogger | Iterable[str | MetricLogger] | None) -> list[str | MetricLogger]:
+    """The entries of a `loggers` setting, checked (known names, each once; objects with
+    log/flush/close) without building anything."""
     if spec is None:
         return []
     items = [spec] if isinstance(spec, (str, MetricLogger)) else spec
@@ -220,10 +233,4 @@ def make_loggers(
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise ValueError(f"loggers names {duplicated} more than once; each sink may appear once")
-    sinks: list[MetricLogger] = []
-    for item in items:
-        if isinstance(item, str):
-            filename, factory = LOGGER_FILES[item.strip().lower()]
-            item = factory(Path(log_dir) / filename)
-        sinks.append(item)
-    return sinks
+    return items

@@ -26,7 +26,7 @@ def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = KEY
 
 
 def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Summary dict: the seed's keys (`final_train_acc`, `phase_transitions`, `total_training_steps`)
+    """Summary dict: the keys of the original specification (`final_train_acc`, `phase_transitions`, `total_training_steps`)
     plus final/best losses and accuracies, best step, epochs run, early stop, wall time."""
     return {
         "final_train_loss": _last(history, "train_loss"),

@@ -13,6 +13,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from phasetrain.detect import OnlineDetector, Transition
+from phasetrain.detect.offline import DEFAULT_WINDOW_FRACTION
 from phasetrain.run.summary import KEY_METRICS
 
 RECORDS_PER_WINDOW = 10
@@ -20,6 +21,17 @@ RECORDS_PER_WINDOW = 10
 # at most every 16 records keeps the watcher near 1% of a 1 ms training step at log_freq=10, at
 # the price of up to 16 more records of delay.
 MIN_CHECK_EVERY = 16
+# The online window when the run's length is not known in advance (a hand-written loop), in steps.
+UNPLANNED_WINDOW = 100
+
+
+def automatic_window(planned_steps: int | None) -> float:
+    """The online detector's default window in steps: the offline rule (a fraction
+    DEFAULT_WINDOW_FRACTION of the run) applied to the planned run, or UNPLANNED_WINDOW when its
+    length is unknown. The watcher raises it to ten records of a metric."""
+    if not planned_steps:
+        return UNPLANNED_WINDOW
+    return max(1.0, planned_steps * DEFAULT_WINDOW_FRACTION)
 
 
 class TransitionWatcher:
