@@ -241,3 +241,29 @@ def test_accuracy_fn_replaces_the_logged_metric(tmp_path):
 def test_bad_arguments_are_refused_naming_the_argument(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         PhaseTransitionCallback(tmp_path, **kwargs)
+
+
+def test_phasetrains_own_metrics_reach_lightnings_loggers(tmp_path):
+    logger = pl.loggers.CSVLogger(tmp_path / "csv", name="", version=0)
+    module, callback = Classifier(), make_callback(tmp_path / "run")
+    train, val = loaders()
+    trainer = pl.Trainer(max_epochs=2, callbacks=[callback], enable_progress_bar=False, logger=logger,
+                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, train, val)
+    rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"weight_norm", "grad_norm", "hessian_eig_1"} <= set(header)
+    column = header.index("hessian_eig_1")
+    logged = {int(r.split(",")[header.index("step")]): float(r.split(",")[column])
+              for r in rows[1:] if r.split(",")[column]}
+    history = callback.history
+    assert logged == dict(zip(history.steps("hessian_eig_1").tolist(), history.values("hessian_eig_1").tolist()))
+
+
+def test_the_old_one_argument_hook_still_works_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        make_callback(tmp_path, on_phase_transition=lambda transition: None)
+    seen = []
+    callback = make_callback(tmp_path, on_phase_transition=lambda source, transition: seen.append(source))
+    callback.recorder.transition_hooks[0]("t")
+    assert seen == [callback]

@@ -188,3 +188,26 @@ def test_resume_from_an_hf_checkpoint_keeps_the_records_before_it(tmp_path):
 def test_bad_arguments_are_refused_naming_the_argument(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         PhaseTransitionTrainerCallback(tmp_path, **kwargs)
+
+
+def test_phasetrains_metrics_join_hfs_log_history_and_report_to_destinations(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback = PhaseTransitionTrainerCallback(tmp_path / "run", track_hessian=True, hessian_method="eigenvalues",
+                                              hessian_freq=2, hessian_k=1, hessian_batches=[curvature_batch()])
+    x, y = classification_data()
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), report_to=["tensorboard"], use_cpu=True, per_device_train_batch_size=32,
+                             num_train_epochs=1, logging_steps=2, save_strategy="no", disable_tqdm=True,
+                             dataloader_num_workers=0, seed=0)
+    trainer = Trainer(model=TinyClassifier(), args=args, train_dataset=PairDataset(x[:192], y[:192]))
+    trainer.remove_callback(PrinterCallback)
+    callback.attach(trainer)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["step"] for entry in logged] == [2, 4, 6]
+    assert all("weight_norm" in entry and "hessian_eig_1" in entry for entry in logged)
+    assert [entry["hessian_eig_1"] for entry in logged] == callback.history.values("hessian_eig_1").tolist()
+    events = EventAccumulator(str(next((tmp_path / "hf").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert any(tag.endswith("hessian_eig_1") for tag in tags) and any(tag.endswith("weight_norm") for tag in tags)

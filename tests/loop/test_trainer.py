@@ -306,6 +306,39 @@ def test_monitoring_wrapper_pattern_with_log_step(tmp_path, loaders):
     assert trainer.get_training_summary()["total_training_steps"] == 12
 
 
+def test_log_step_runs_the_weight_norm_and_curvature_monitors_on_the_current_weights(tmp_path, loaders):
+    import copy
+
+    from tests.integrations.helpers import top_hessian_eigenvalue
+
+    model = make_mlp()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, log_dir=tmp_path / "run", log_freq=3, progress_bar=False,
+                                     track_hessian=True, hessian_method="eigenvalues", hessian_k=1, hessian_freq=4)
+    fixed = next(iter(loaders[0]))
+    with pytest.raises(ValueError, match="track_hessian=True in a hand-written loop needs curvature batches"):
+        trainer.log_step(1, 0, 1.0)
+    step, expected = 0, {}
+    for data, target in loaders[0]:
+        optimizer.zero_grad()
+        loss_fn(model(data), target).backward()
+        optimizer.step()
+        step += 1
+        if step % 2 == 0:  # logged every 2 steps: the monitors due since the last call still run
+            trainer.log_step(step, 0, 0.5, batch=fixed)
+            expected[step] = float(torch.cat([p.detach().flatten() for p in model.parameters()]).norm())
+            if step == 4:
+                weights_at_4 = copy.deepcopy(model)
+    weight_steps = trainer.history.steps("weight_norm").tolist()
+    assert weight_steps == [4, 6]  # steps 3 and 6 are due (log_freq=3): 3 is caught up at the call of step 4
+    assert trainer.history.values("weight_norm").tolist() == pytest.approx([expected[4], expected[6]])
+    assert trainer.history.steps("hessian_eig_1").tolist() == [4]
+    x, y = fixed
+    dense = top_hessian_eigenvalue(weights_at_4, lambda forward: loss_fn(forward(x.double()), y))
+    assert trainer.history.values("hessian_eig_1")[0] == pytest.approx(dense, rel=1e-3)
+
+
 def test_results_dict_holds_summary_and_history(tmp_path, loaders):
     trainer = make_trainer(tmp_path)
     results = trainer.train(*loaders, num_epochs=2)
