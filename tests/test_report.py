@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from phasetrain.detect.transition import Transition
-from phasetrain.run.history import MetricHistory, save_metrics
 from phasetrain.report import (
     Panel,
     build_figure,
@@ -16,6 +15,7 @@ from phasetrain.report import (
     plot_run,
     write_html_report,
 )
+from phasetrain.run.history import MetricHistory, save_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRAIN_JUMP, VAL_JUMP = 150, 1500
@@ -193,7 +193,7 @@ def test_plot_run_of_a_history_needs_an_out_path(tmp_path):
 
 def test_plot_run_detects_transitions_by_default(tmp_path, monkeypatch):
     """With no `transitions`, the detector runs on the key metrics and its jumps get markers."""
-    import phasetrain.report as report
+    from phasetrain import report
 
     drawn = {}
 
@@ -243,8 +243,8 @@ def test_report_of_a_real_training_run_shows_its_loss_accuracy_and_gradient_pane
 
 
 def test_constant_metrics_get_no_panel_but_are_named_in_the_title():
-    from phasetrain.run.history import MetricHistory
     from phasetrain.report import build_figure, constant_metrics, plan_panels
+    from phasetrain.run.history import MetricHistory
 
     history = MetricHistory()
     for step in range(10, 210, 10):
