@@ -101,6 +101,11 @@ def test_labels_grow_parent_folders_until_unique(tmp_path):
         paths.append(folder / "metrics.jsonl")
     comparison = compare_runs(paths, metric="loss")
     assert [run.label for run in comparison.runs] == ["a/version_0", "b/version_0"]
+    assert [run.label for run in compare_runs(paths[:1], metric="loss").runs] == ["a/version_0"]  # generic name
+    plain = tmp_path / "plain" / "metrics.jsonl"
+    plain.parent.mkdir()
+    plain.write_text(paths[0].read_text())
+    assert [run.label for run in compare_runs([plain], metric="loss").runs] == ["plain"]
 
 
 def test_errors_name_the_run_and_list_what_it_recorded(runs, tmp_path):

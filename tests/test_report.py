@@ -215,7 +215,7 @@ def test_write_html_report_embeds_the_png_and_tabulates_transitions_summary_and_
     page = write_html_report(png, tmp_path / "report.html", VAL_ACC_JUMP, summary, meta=meta)
     text = page.read_text()
     assert base64.b64encode(png.read_bytes()).decode() in text
-    assert ("<td>val_acc</td><td class='num'>1500</td><td class='num'>1400</td><td class='num'>1600</td>"
+    assert ("<td>val_acc</td><td class='num'>1,500</td><td class='num'>1,400</td><td class='num'>1,600</td>"
             "<td>up</td>") in text
     assert "val_acc ↑ at step 1,500" in text  # the one-line story under the title
     assert "<td>final_val_acc</td><td class='num'>0.975</td>" in text and "Not recorded: best_step" in text

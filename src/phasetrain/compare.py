@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,11 +161,17 @@ def _common_metric(paths: Sequence[Path], histories: Sequence[Any]) -> str:
     raise ValueError(f"the runs share no metric to compare; name one with metric= (--metric). Recorded: {listed}")
 
 
+_GENERIC_FOLDER = re.compile(r"version_\d+|checkpoint-\d+|tensorboard|lightning_logs")
+"""Folder names that say nothing about the run (Lightning versions, HF checkpoints): labelled with their parent."""
+
+
 def _labels(paths: Sequence[Path]) -> list[str]:
-    """Each run's folder name, with parent folders prepended until every label is unique."""
+    """Each run's folder name (with its parent's for generic names such as version_0), with parent
+    folders prepended until every label is unique."""
     parts = [run_folder(path).resolve().parts for path in paths]
+    least = [2 if _GENERIC_FOLDER.fullmatch(p[-1]) and len(p) > 1 else 1 for p in parts]
     for depth in range(1, max(len(p) for p in parts) + 1):
-        labels = ["/".join(p[-depth:]) for p in parts]
+        labels = ["/".join(p[-max(depth, low):]) for p, low in zip(parts, least)]
         if len(set(labels)) == len(labels):
             return labels
     return [str(path) for path in paths]

@@ -382,7 +382,7 @@ def _label_markers(ax: Any, history: MetricHistory, panel: Panel, markers: Seque
         span = (x - width, x) if left else (x, x + width)
         under = points[(points[:, 0] >= span[0]) & (points[:, 0] <= span[1]), 1]
 
-        def crowding(row: float) -> int:
+        def crowding(row: float, span: tuple[float, float] = span, under: np.ndarray = under) -> int:
             centre = row - 0.05 if row > 0.5 else row + 0.05
             clashes = sum(a < span[1] and span[0] < b and abs(h - row) < 0.1 for a, b, h in placed)
             return int(np.count_nonzero(np.abs(under - centre) < 0.09)) + 1000 * clashes
@@ -507,18 +507,23 @@ def plot_run(
     return out
 
 
-def _cell(value: Any) -> str:
-    """One table cell: numbers right-aligned (6 significant digits), text left, missing as a dash."""
+def _cell(value: Any, step: bool = False) -> str:
+    """One table cell: numbers right-aligned (4 significant digits; steps as '1,550'), text left,
+    missing values as a dash."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "<td class='num'>—</td>"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"<td>{html.escape(str(value))}</td>"
-    return f"<td class='num'>{value if isinstance(value, int) else f'{value:.6g}'}</td>"
+    if step:
+        return f"<td class='num'>{format_step(value)}</td>"
+    return f"<td class='num'>{value if isinstance(value, int) else f'{value:.4g}'}</td>"
 
 
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in headers or columns)
-    body = "".join("<tr>" + "".join(_cell(row.get(c)) for c in columns) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(_cell(row.get(c), step=c.endswith("step")) for c in columns) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -575,8 +580,8 @@ def write_html_report(
         "<h2>Detected transitions</h2>",
         _table(rows, TRANSITION_COLUMNS, _TRANSITION_HEADERS) if rows else "<p>none</p>",
         "<h2>Curves</h2>",
-        f"<img alt='every recorded metric of the run, one panel per family, transitions marked' "
-        f"src='data:image/png;base64,{image}'>",
+        (f"<img alt='every recorded metric of the run, one panel per family, transitions marked' "
+         f"src='data:image/png;base64,{image}'>"),
         "<div class='cols'>",
     ]
     if summary is not None:

@@ -44,7 +44,8 @@ def test_tensorboard_log_dir_from_summary_writer_reads_every_scalar_tag(tmp_path
         writer.add_hparams({"weight_decay": 0.1, "optimizer": "adamw"}, {"hp/final_acc": 0.9})
     history, meta = load_run(tmp_path / "tb")
     assert meta["format"] == "tensorboard" and meta["config"] == {"weight_decay": 0.1, "optimizer": "adamw"}
-    assert {"val/accuracy", "train/loss", "acc_train/acc"} <= set(history.names())
+    assert set(history.names()) == {"val/accuracy", "train/loss", "acc_train/acc"}
+    assert meta["hparam_metrics"] == {"hp/final_acc": pytest.approx(0.9)}
     assert history.steps("val/accuracy").tolist() == STEPS
     np.testing.assert_allclose(history.values("val/accuracy"), VALUES, rtol=1e-6)  # float32 in the file
     assert history.steps("train/loss").tolist() == list(range(10, 401, 10))

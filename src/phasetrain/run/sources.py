@@ -381,7 +381,8 @@ def _read_tensorboard(path: Path) -> tuple[MetricHistory, dict[str, Any]]:
     shows: legacy `simple_value` scalars and TF2 scalar tensors alike, and a restarted writer's
     `SessionLog.START` (torch's `SummaryWriter(purge_step=...)`) drops the events it supersedes
     once a run folder holds an earlier START. Hyper-parameters written with
-    `SummaryWriter.add_hparams` become `meta["config"]`.
+    `SummaryWriter.add_hparams` become `meta["config"]`, and the metrics it writes beside them (into
+    a sub-folder named by the time) `meta["hparam_metrics"]` ({tag: value}), not curves.
     """
     try:
         from tensorboard.backend.event_processing import plugin_event_accumulator
@@ -398,6 +399,7 @@ def _read_tensorboard(path: Path) -> tuple[MetricHistory, dict[str, Any]]:
         root, sources = path.parent, [path]
     columns = _Columns()
     config: dict[str, Any] = {}
+    hparam_metrics: dict[str, float] = {}
     for source in sources:
         accumulator = plugin_event_accumulator.EventAccumulator(
             str(source), size_guidance={plugin_event_accumulator.TENSORS: 0}
@@ -405,13 +407,6 @@ def _read_tensorboard(path: Path) -> tuple[MetricHistory, dict[str, Any]]:
         accumulator.Reload()
         folder = source if source.is_dir() else source.parent
         prefix = "" if folder == root else folder.relative_to(root).as_posix() + "/"
-        for tag in accumulator.Tags()[plugin_event_accumulator.TENSORS]:
-            if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
-                continue
-            for event in accumulator.Tensors(tag):
-                value = tensor_util.make_ndarray(event.tensor_proto)
-                if value.size == 1:
-                    columns.add(event.step, prefix + tag, float(value.reshape(())))
         try:
             hparams = accumulator.PluginTagToContent("hparams").values()
         except KeyError:  # no hyper-parameters in this folder
@@ -423,7 +418,21 @@ def _read_tensorboard(path: Path) -> tuple[MetricHistory, dict[str, Any]]:
                     kind = value.WhichOneof("kind")
                     if kind in ("number_value", "string_value", "bool_value"):
                         config[key] = getattr(value, kind)
-    return columns.result(**({"config": config} if config else {}))
+        # torch's add_hparams writes its summary metrics into a sub-folder named by the time: not curves
+        summary_only = bool(hparams) and re.fullmatch(r"\d+(\.\d+)?", folder.name) is not None
+        for tag in accumulator.Tags()[plugin_event_accumulator.TENSORS]:
+            if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
+                continue
+            for event in accumulator.Tensors(tag):
+                value = tensor_util.make_ndarray(event.tensor_proto)
+                if value.size != 1:
+                    continue
+                if summary_only:
+                    hparam_metrics[tag] = float(value.reshape(()))
+                else:
+                    columns.add(event.step, prefix + tag, float(value.reshape(())))
+    extra = {"config": config} if config else {}
+    return columns.result(**extra, **({"hparam_metrics": hparam_metrics} if hparam_metrics else {}))
 
 
 _READERS = {

@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -168,6 +169,14 @@ class CSVLogger(_FileLogger):
         )
 
 
+_EVENT_FILE_SECOND = re.compile(r"events\.out\.tfevents\.(\d+)\.")
+
+
+def _names(folder: Path) -> list[str]:
+    """The names of the entries of `folder` (none when it does not exist yet)."""
+    return [entry.name for entry in folder.iterdir()] if folder.is_dir() else []
+
+
 class TensorBoardLogger:
     """Write each metric as a TensorBoard scalar (tag = metric name, global step = step).
 
@@ -188,8 +197,16 @@ class TensorBoardLogger:
         self._writer: Any = None
 
     def rewind(self, history: MetricHistory) -> None:
-        """Start a new event file that purges the folder's earlier events, then write `history`'s records."""
+        """Start a new event file that purges the folder's earlier events, then write `history`'s records.
+
+        TensorBoard reads a folder's event files in name order, and a name starts with the second
+        it was created in: a rewind in the same second as the folder's newest event file first
+        waits for the next second, so the new file is read last.
+        """
         self.close()
+        newest = max((int(m.group(1)) for m in map(_EVENT_FILE_SECOND.match, _names(self.log_dir)) if m), default=0)
+        while int(time.time()) <= newest:
+            time.sleep(0.05)
         self._writer = self._summary_writer(log_dir=str(self.log_dir), purge_step=0)
         for step, record in history.records():
             self.log(step, record)
