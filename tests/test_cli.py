@@ -223,7 +223,7 @@ def test_format_option_reads_a_file_whose_name_says_nothing(tmp_path, capsys):
     assert code == 0 and json.loads(out)["phase_transitions"] == {"loss": []}
 
 
-def test_compare_prints_the_table_writes_the_picture_and_notes_missing_config(run_dir, tmp_path, capsys):
+def test_compare_prints_the_table_writes_the_picture_and_notes_missing_config(run_dir, tmp_path, capsys, recwarn):
     csv_run = _wide_csv(tmp_path / "csv_run" / "log.csv", metric="val_acc")
     out_png = tmp_path / "cmp.png"
     code, out, err = _run(capsys, "compare", run_dir, csv_run, "--by", "weight_decay", "--out", out_png)
@@ -233,6 +233,7 @@ def test_compare_prints_the_table_writes_the_picture_and_notes_missing_config(ru
     assert lines[1].split()[:3] == ["grok", "-", "phasetrain"] and lines[2].split()[:3] == ["csv_run", "-", "csv"]
     assert "grok: no configuration in the run's files, so no 'weight_decay'" in out
     assert lines[-1] == str(out_png) and out_png.read_bytes()[:8] == PNG_MAGIC
+    assert recwarn.list == []
 
 
 def test_compare_json_equals_the_python_function(run_dir, capsys):

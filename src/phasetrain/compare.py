@@ -282,9 +282,11 @@ def _draw_by(ax: Any, comparison: Comparison, colors: Sequence[Any]) -> None:
         ax.plot(*zip(*firsts), "-", color="grey", lw=0.8, zorder=0)
     if numeric:
         ax.set_xscale(spread_scale(np.array([x_of(run) for run, _ in present])))
-    else:
+    elif categories:
         ax.set_xticks(list(categories.values()), list(categories))
         ax.set_xlim(-0.5, len(categories) - 0.5)
+    else:
+        ax.text(0.5, 0.5, f"no run records {comparison.by}", transform=ax.transAxes, ha="center", va="center")
     if steps:
         ax.set_yscale(spread_scale(np.array(steps, dtype=float)))
     ax.set_xlabel(comparison.by)

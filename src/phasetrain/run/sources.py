@@ -196,9 +196,10 @@ class _Columns:
                 self.add(step, name, cell)
 
     def result(self, **meta: Any) -> tuple[MetricHistory, dict[str, Any]]:
+        ordered = {name: sorted(column.items()) for name, column in self.columns.items()}
         history = MetricHistory.from_dict({
-            name: {"steps": sorted(column), "values": [column[s] for s in sorted(column)]}
-            for name, column in self.columns.items()
+            name: {"steps": [step for step, _ in pairs], "values": [value for _, value in pairs]}
+            for name, pairs in ordered.items()
         })
         skipped = {"rows_without_step": self.rows_without_step, "non_numeric_values": self.non_numeric_values}
         return history, {**meta, "skipped": skipped}
