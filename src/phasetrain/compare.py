@@ -180,8 +180,9 @@ def _labels(paths: Sequence[Path]) -> list[str]:
 def config_value(meta: Mapping[str, Any], key: str) -> tuple[Any, str | None]:
     """(value, None) for `key` in `meta["config"]`, else (None, why it is absent).
 
-    The key matches exactly, as a dotted path into nested settings ("optimizer.lr"), or as the
-    last part of exactly one nested setting ("lr" for "optimizer.lr").
+    meta: a run's meta as `load_run` returns it. key: matched exactly, as a dotted path into nested
+    settings ("optimizer.lr"), or as the last part of exactly one nested setting ("lr" for
+    "optimizer.lr"); an ambiguous last part is reported as such.
     """
     config = meta.get("config")
     if not isinstance(config, Mapping) or not config:

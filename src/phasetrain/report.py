@@ -117,7 +117,7 @@ _NOT_WATCHED = re.compile(r"runtime|per_second|flos|^epoch$|(^|/)step$", re.IGNO
 
 
 def transition_metrics(history: MetricHistory) -> tuple[str, ...]:
-    """The metrics whose transitions a report, summary or comparison looks for.
+    """The metrics of `history` whose transitions a report, summary or comparison looks for.
 
     A phasetrain run (or any run using its names): the summary's key metrics it recorded
     (`phasetrain.run.summary.KEY_METRICS`: val_acc, val_loss, train_acc, train_loss, hessian_*).
@@ -219,7 +219,8 @@ def choose_xscale(history: MetricHistory) -> str:
 
 
 def xscale_for_steps(steps: np.ndarray) -> str:
-    """`choose_xscale`'s rule for the steps (shape (n,), any order) of one or several runs."""
+    """`choose_xscale`'s rule ('linear', 'log' or 'symlog') for `steps`, the global steps (shape (n,),
+    any order) of one or several runs."""
     if steps.size == 0:
         return "linear"
     first, last = int(steps.min()), int(steps.max())

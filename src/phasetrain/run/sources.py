@@ -304,7 +304,11 @@ def _read_hparams_yaml(file: Path) -> dict[str, Any]:
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested configuration as one level, keys joined with '.' ({"optim": {"lr": 1}} -> {"optim.lr": 1})."""
+    """A nested configuration as one level, keys joined with '.' ({"optim": {"lr": 1}} -> {"optim.lr": 1}).
+
+    config: a mapping whose values may be mappings again. prefix: put before every key (used by
+    the recursion; "" at the top). Values that are not mappings are kept as they are.
+    """
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, Mapping):
