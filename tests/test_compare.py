@@ -153,3 +153,34 @@ def test_plot_comparison_writes_a_png_and_puts_text_values_on_a_category_axis(ru
     by = saved[1].axes[1]
     assert [label.get_text() for label in by.get_xticklabels()] == ["a", "b"]
     assert sorted(line.get_xdata()[0] for line in by.get_lines() if line.get_marker() == "^") == [0, 0, 1]
+
+
+def test_by_reads_the_config_of_tensorboard_lightning_and_hugging_face_runs(tmp_path):
+    import json
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    steps = range(10, 3001, 10)
+    curves = {wd: grokking_history(jump, seed) for seed, (wd, jump) in enumerate(GROKKING.items())}
+    tensorboard = tmp_path / "tb"
+    with SummaryWriter(tensorboard) as writer:
+        for step, value in zip(steps, curves[0.1].values("val_acc").tolist()):
+            writer.add_scalar("val_acc", value, step)
+        writer.add_hparams({"weight_decay": 0.1}, {"hparam/done": 1.0})
+    lightning = tmp_path / "lightning" / "version_0"  # the two files Lightning's CSVLogger leaves
+    lightning.mkdir(parents=True)
+    (lightning / "hparams.yaml").write_text("weight_decay: 0.3\noptimizer:\n  name: adamw\n")
+    rows = zip(steps, curves[0.3].values("val_acc").tolist())
+    (lightning / "metrics.csv").write_text("epoch,step,val_acc\n" + "".join(f"0,{s},{v}\n" for s, v in rows))
+    hugging_face = tmp_path / "hf" / "checkpoint-3000"
+    hugging_face.mkdir(parents=True)
+    log_history = [{"step": s, "epoch": s / 100, "val_acc": v} for s, v in zip(steps, curves[1.0].values("val_acc"))]
+    (hugging_face / "trainer_state.json").write_text(json.dumps(
+        {"global_step": 3000, "trial_params": {"weight_decay": 1.0}, "log_history": log_history}
+    ))
+    comparison = compare_runs([tensorboard, lightning, hugging_face.parent], metric="val_acc", by="weight_decay")
+    assert [run.format for run in comparison.runs] == ["tensorboard", "lightning", "huggingface"]
+    assert [run.config_value for run in comparison.runs] == [0.1, 0.3, 1.0]
+    assert [run.label for run in comparison.runs] == ["tb", "lightning/version_0", "hf"]
+    for run, jump in zip(comparison.runs, GROKKING.values()):
+        assert [abs(t["step"] - jump) <= 100 for t in run.transitions] == [True]
