@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from phasetrain.cli import main
@@ -43,7 +44,7 @@ def test_report_writes_png_and_html_into_the_run_folder_and_prints_their_paths(r
 
 
 def test_report_out_window_size_and_xscale_options(run_dir, tmp_path, capsys, monkeypatch):
-    import phasetrain.cli as cli
+    from phasetrain import cli
 
     calls = []
 
@@ -149,6 +150,101 @@ def test_help_exits_0_and_lists_the_commands(capsys):
 def test_installed_console_script_answers_help():
     script = Path(sys.executable).parent / "phasetrain"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "phasetrain.cli"]
-    done = subprocess.run([*command, "detect", "--help"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*command, "detect", "--help"], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     assert "--metric" in done.stdout and "--json" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["report", "detect", "summary", "compare"])
+def test_help_states_the_detectors_automatic_window(capsys, command):
+    from phasetrain.detect.offline import DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS
+
+    assert (DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS) == (0.01, 8)
+    code, out, _ = _run(capsys, command, "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "automatic window, 1% of the steps the metric spans, at least 8 recording intervals" in text
+    assert "2%" not in text
+
+
+def test_every_command_uses_the_automatic_window_unless_told(run_dir, tmp_path, capsys, monkeypatch):
+    from phasetrain import cli, detect
+
+    windows = []
+
+    def spy(history, metric, window_size=None, **kwargs):
+        windows.append(window_size)
+        return detect_in_history(history, metric, window_size, **kwargs)
+
+    detect_in_history = detect.detect_in_history
+    monkeypatch.setattr(detect, "detect_in_history", spy)
+    monkeypatch.setattr(cli, "detect_in_history", spy)
+    for argv in (["report", run_dir, "--out", tmp_path / "r.png"], ["detect", run_dir, "--metric", "val_acc"],
+                 ["summary", run_dir], ["compare", run_dir, run_dir / "metrics.json", "--out", tmp_path / "c.png"]):
+        windows.clear()
+        assert _run(capsys, *argv)[0] == 0
+        assert windows and set(windows) == {None}, argv
+        windows.clear()
+        assert _run(capsys, *argv, "--window-size", 70)[0] == 0
+        # report and summary: training_summary runs its own detection (automatic window) first
+        assert windows[-1] == 70.0 and set(windows) <= {None, 70.0}, argv
+
+
+def _wide_csv(path, metric="eval_accuracy"):
+    """A wide CSV whose `metric` jumps from 0.1 to 0.9 at step VAL_JUMP (steps 10..3000)."""
+    rng = np.random.default_rng(0)
+    lines = ["step,train/loss," + metric]
+    for step in range(10, 3001, 10):
+        lines.append(f"{step},{1 / step},{(0.1 if step < VAL_JUMP else 0.9) + rng.normal(0, 0.01)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_detect_report_and_summary_read_a_csv_under_its_own_metric_names(tmp_path, capsys):
+    path = _wide_csv(tmp_path / "exp" / "log.csv")
+    code, out, _ = _run(capsys, "detect", path, "--metric", "eval_accuracy", "--json")
+    assert code == 0 and any(abs(t["step"] - VAL_JUMP) <= 20 and t["direction"] == "up" for t in json.loads(out))
+    code, out, _ = _run(capsys, "report", path)
+    assert code == 0 and out.split() == [str(path.parent / "report.png"), str(path.parent / "report.html")]
+    page = (path.parent / "report.html").read_text()
+    assert "eval_accuracy ↑ at step" in page and "hold no configuration" in page and "<td>csv</td>" in page
+    code, out, _ = _run(capsys, "summary", path)
+    assert code == 0 and out.splitlines()[0].split()[:2] == ["format", "csv"]
+    (line,) = [line for line in out.splitlines() if line.strip().startswith("eval_accuracy")]
+    assert "up at" in line
+
+
+def test_format_option_reads_a_file_whose_name_says_nothing(tmp_path, capsys):
+    path = tmp_path / "log.txt"
+    path.write_text("".join(f'{{"step": {s}, "loss": {1 / s}}}\n' for s in range(1, 50)))
+    code, _, err = _run(capsys, "summary", path)
+    assert code == 1 and "is not a run phasetrain can read" in err and "jsonl: " in err
+    code, out, _ = _run(capsys, "summary", path, "--format", "jsonl", "--json")
+    assert code == 0 and json.loads(out)["phase_transitions"] == {"loss": []}
+
+
+def test_compare_prints_the_table_writes_the_picture_and_notes_missing_config(run_dir, tmp_path, capsys, recwarn):
+    csv_run = _wide_csv(tmp_path / "csv_run" / "log.csv", metric="val_acc")
+    out_png = tmp_path / "cmp.png"
+    code, out, err = _run(capsys, "compare", run_dir, csv_run, "--by", "weight_decay", "--out", out_png)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["run", "weight_decay", "format"]
+    assert lines[1].split()[:3] == ["grok", "-", "phasetrain"] and lines[2].split()[:3] == ["csv_run", "-", "csv"]
+    assert "grok: no configuration in the run's files, so no 'weight_decay'" in out
+    assert lines[-1] == str(out_png) and out_png.read_bytes()[:8] == PNG_MAGIC
+    assert recwarn.list == []
+
+
+def test_compare_json_equals_the_python_function(run_dir, capsys):
+    from phasetrain.compare import compare_runs
+
+    code, out, _ = _run(capsys, "compare", run_dir, run_dir / "metrics.json", "--metric", "train_acc", "--json")
+    assert code == 0
+    assert json.loads(out) == _null_nan(compare_runs([run_dir, run_dir / "metrics.json"], metric="train_acc").to_dict())
+
+
+def test_compare_of_an_unknown_metric_exits_1_naming_the_run(run_dir, capsys):
+    code, out, err = _run(capsys, "compare", run_dir, "--metric", "bleu")
+    assert code == 1 and out == "" and len(err.splitlines()) == 1
+    assert str(run_dir) in err and "'bleu' was not recorded" in err

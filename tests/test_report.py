@@ -193,7 +193,7 @@ def test_plot_run_of_a_history_needs_an_out_path(tmp_path):
 
 def test_plot_run_detects_transitions_by_default(tmp_path, monkeypatch):
     """With no `transitions`, the detector runs on the key metrics and its jumps get markers."""
-    import phasetrain.report as report
+    from phasetrain import report
 
     drawn = {}
 
@@ -208,13 +208,21 @@ def test_plot_run_detects_transitions_by_default(tmp_path, monkeypatch):
     assert abs(val_acc["step"] - VAL_JUMP) <= 100
 
 
-def test_write_html_report_embeds_the_png_and_tabulates_transitions_and_summary(tmp_path):
+def test_write_html_report_embeds_the_png_and_tabulates_transitions_summary_and_configuration(tmp_path):
     png = plot_run(synthetic_history(), tmp_path / "report.png", transitions=VAL_ACC_JUMP)
-    page = write_html_report(png, tmp_path / "report.html", VAL_ACC_JUMP, {"final_val_acc": 0.975, "phase_transitions": {}})
+    summary = {"final_val_acc": 0.975, "best_step": None, "phase_transitions": {}}
+    meta = {"format": "phasetrain", "source": "runs/grok", "config": {"weight_decay": 1.0, "precision": "32"}}
+    page = write_html_report(png, tmp_path / "report.html", VAL_ACC_JUMP, summary, meta=meta)
     text = page.read_text()
     assert base64.b64encode(png.read_bytes()).decode() in text
-    assert "<td>val_acc</td><td>1500</td><td>1400</td><td>1600</td><td>up</td>" in text
-    assert "<td>final_val_acc</td><td>0.975</td>" in text and "phase_transitions" not in text
+    assert ("<td>val_acc</td><td class='num'>1,500</td><td class='num'>1,400</td><td class='num'>1,600</td>"
+            "<td>up</td>") in text
+    assert "val_acc ↑ at step 1,500" in text  # the one-line story under the title
+    assert "<td>final_val_acc</td><td class='num'>0.975</td>" in text and "Not recorded: best_step" in text
+    assert "<td>weight_decay</td><td class='num'>1</td>" in text and "<td>precision</td><td>32</td>" in text
+    assert "<td>source</td><td>runs/grok</td>" in text and "phase_transitions" not in text
+    bare = write_html_report(png, tmp_path / "bare.html", {}, meta={"format": "csv", "source": "m.csv"}).read_text()
+    assert "No phase transition detected." in bare and "hold no configuration" in bare
 
 
 def test_report_of_a_real_training_run_shows_its_loss_accuracy_and_gradient_panels(tmp_path, loaders):

@@ -1,7 +1,10 @@
-"""The `phasetrain` command: `report`, `detect` and `summary` on a run folder.
+"""The `phasetrain` command: `report`, `detect`, `summary` on one run and `compare` on several.
 
-Reads only the run's `metrics.json` (no model is built). Exit status 0 on success, 1 with a
-one-line message on stderr when the run folder or metric is not usable, 2 for bad arguments.
+A run is anything `phasetrain.run.sources.load_run` reads: a phasetrain run folder or its
+metrics.json, a TensorBoard log folder, a CSV (long or wide), a Lightning CSVLogger folder, a
+Hugging Face output folder or trainer_state.json, a JSONL file; the format is recognised (or
+named with `--format`). No model is built and torch is not imported. Exit status 0 on success, 1
+with a one-line message on stderr when a run or metric is not usable, 2 for bad arguments.
 """
 from __future__ import annotations
 
@@ -9,14 +12,18 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from phasetrain.compare import compare_runs, plot_comparison
 from phasetrain.detect import detect_in_history
-from phasetrain.report import format_step, plot_run, run_folder, write_html_report
-from phasetrain.run.history import MetricHistory, load_metrics
+from phasetrain.detect.offline import DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS
+from phasetrain.report import format_step, plot_run, run_folder, transition_metrics, write_html_report
+from phasetrain.run.history import MetricHistory
+from phasetrain.run.sources import FORMATS, load_run
 from phasetrain.run.summary import training_summary, transitions_by_metric
 
 _USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError, ImportError)
@@ -32,44 +39,75 @@ def _window_size(text: str) -> float:
     return value
 
 
+WINDOW_HELP = (
+    f"detector window in steps (default: the detector's automatic window, {DEFAULT_WINDOW_FRACTION * 100:g}%% of "
+    f"the steps the metric spans, at least {DEFAULT_WINDOW_POINTS} recording intervals)"
+)
+RUN_HELP = "run folder or file: phasetrain, TensorBoard, CSV, Lightning, Hugging Face or JSONL"
+
+
+def _source_options() -> argparse.ArgumentParser:
+    """--format and --window-size, shared by every command."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--format", choices=("auto", *FORMATS), default="auto",
+                         help="the run format (default auto: recognised from the path)")
+    options.add_argument("--window-size", metavar="N", type=_window_size, help=WINDOW_HELP)
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phasetrain",
-        description="Inspect a phasetrain run folder: plot it, find its phase transitions, summarise it.",
+        description="Inspect training runs (phasetrain, TensorBoard, CSV, Lightning, Hugging Face, JSONL): "
+        "plot them, find their phase transitions, summarise and compare them.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = [_source_options()]
 
     report = commands.add_parser(
-        "report", help="write report.png (and report.html) for a run", description="Plot every metric "
-        "family of a run with its detected transitions; writes RUN_DIR/report.png and report.html."
+        "report", parents=shared, help="write report.png (and report.html) for a run", description="Plot every "
+        "metric family of a run with its detected transitions; writes report.png and report.html into the run folder."
     )
-    report.add_argument("run_dir", metavar="RUN_DIR", help="run folder (holds metrics.json) or a metrics.json")
-    report.add_argument("--out", metavar="PATH", type=Path, help="PNG path (default RUN_DIR/report.png); "
+    report.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
+    report.add_argument("--out", metavar="PATH", type=Path, help="PNG path (default RUN_FOLDER/report.png); "
                         "the HTML page goes beside it with the suffix .html")
-    report.add_argument("--window-size", metavar="N", type=_window_size,
-                        help="detector window in steps (default: 2%% of the run)")
     report.add_argument("--xscale", choices=("auto", "linear", "log", "symlog"), default="auto",
                         help="step axis; auto: log when the first logged step is < 1%% of the last")
     report.set_defaults(handler=_report)
 
     detect = commands.add_parser(
-        "detect", help="print the phase transitions of one metric",
+        "detect", parents=shared, help="print the phase transitions of one metric",
         description="Run the change-point detector on one recorded metric of a run.",
     )
-    detect.add_argument("run", metavar="RUN_DIR_OR_METRICS_JSON", help="run folder or metrics.json")
-    detect.add_argument("--metric", required=True, help="metric name, e.g. val_acc, train_loss, hessian_eig_1")
-    detect.add_argument("--window-size", metavar="N", type=_window_size,
-                        help="detector window in steps (default: 2%% of the run)")
+    detect.add_argument("run", metavar="RUN", help=RUN_HELP)
+    detect.add_argument("--metric", required=True,
+                        help="metric name as the run spells it, e.g. val_acc, train/loss, eval_accuracy")
     detect.add_argument("--json", action="store_true", help="print a JSON list of transition dicts")
     detect.set_defaults(handler=_detect)
 
     summary = commands.add_parser(
-        "summary", help="print the training summary of a run",
+        "summary", parents=shared, help="print the training summary of a run",
         description="Final and best losses/accuracies, step counts and detected transitions of a run.",
     )
-    summary.add_argument("run_dir", metavar="RUN_DIR", help="run folder (holds metrics.json) or a metrics.json")
+    summary.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     summary.add_argument("--json", action="store_true", help="print the summary as JSON")
     summary.set_defaults(handler=_summary)
+
+    compare = commands.add_parser(
+        "compare", parents=shared, help="overlay one metric of several runs and tabulate their transitions",
+        description="Overlay one metric across runs with each run's transitions marked, print the transition "
+        "steps per run, and with --by plot the transition step against a configuration value.",
+    )
+    compare.add_argument("runs", metavar="RUN", nargs="+", help=RUN_HELP + " (any mix)")
+    compare.add_argument("--metric", help="metric to compare (default: the first watched metric every run recorded)")
+    compare.add_argument("--by", metavar="CONFIG_KEY",
+                         help="configuration key to plot the transition step against, e.g. weight_decay")
+    compare.add_argument("--out", metavar="PATH", type=Path, default=Path("compare.png"),
+                         help="PNG path (default ./compare.png)")
+    compare.add_argument("--xscale", choices=("auto", "linear", "log", "symlog"), default="auto",
+                         help="step axis of the overlay")
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON (no picture)")
+    compare.set_defaults(handler=_compare)
     return parser
 
 
@@ -107,34 +145,35 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _load(path: str) -> tuple[MetricHistory, dict[str, Any]]:
-    history, meta = load_metrics(path)
+def _load(path: str, format: str = "auto") -> tuple[MetricHistory, dict[str, Any]]:
+    history, meta = load_run(path, format)
     if not history.names():
         raise ValueError(f"{path!r} holds no recorded metrics")
     return history, meta
 
 
+def _transitions(history: MetricHistory, window_size: float | None) -> dict[str, list[dict[str, Any]]]:
+    return transitions_by_metric(history, transition_metrics(history), window_size=window_size)
+
+
 def _report(args: argparse.Namespace) -> int:
-    history, meta = _load(args.run_dir)
+    history, meta = _load(args.run_dir, args.format)
     run_dir = run_folder(args.run_dir)
     _progress(f"detecting transitions in {run_dir} ...")
     summary = training_summary(history, meta)
-    transitions = (
-        summary["phase_transitions"]
-        if args.window_size is None
-        else transitions_by_metric(history, window_size=args.window_size)
-    )
+    summary["phase_transitions"] = transitions = _transitions(history, args.window_size)
     _progress("drawing ...")
     title = run_dir.resolve().name
     png = plot_run(history, args.out or run_dir / "report.png", transitions=transitions, title=title, xscale=args.xscale)
-    page = write_html_report(png, png.with_suffix(".html"), transitions, summary, title=f"phasetrain: {title}")
+    page = write_html_report(png, png.with_suffix(".html"), transitions, summary, title=f"phasetrain: {title}",
+                             meta=meta)
     print(png)
     print(page)
     return 0
 
 
 def _detect(args: argparse.Namespace) -> int:
-    history, _ = _load(args.run)
+    history, _ = _load(args.run, args.format)
     transitions = [t.to_dict() for t in detect_in_history(history, args.metric, window_size=args.window_size)]
     if args.json:
         print(json.dumps(_jsonable(transitions)))
@@ -166,12 +205,14 @@ def _transition_table(metric: str, transitions: Sequence[dict[str, Any]]) -> str
 
 
 def _summary(args: argparse.Namespace) -> int:
-    history, meta = _load(args.run_dir)
+    history, meta = _load(args.run_dir, args.format)
     summary = training_summary(history, meta)
+    summary["phase_transitions"] = _transitions(history, args.window_size)
     if args.json:
         print(json.dumps(_jsonable(summary), indent=2))
         return 0
     width = max(len(key) for key in summary)
+    print(f"{'format'.ljust(width)}  {meta['format']} ({meta['source']})")
     for key, value in summary.items():
         if key != "phase_transitions":
             shown = _number(value) if isinstance(value, float) else ("-" if value is None else value)
@@ -180,6 +221,21 @@ def _summary(args: argparse.Namespace) -> int:
     for metric, records in summary["phase_transitions"].items():
         found = ", ".join(f"{r.get('direction', '')} at {format_step(r['step'])}" for r in records) or "none"
         print(f"  {metric.ljust(width - 2)}  {found}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    _progress(f"reading {len(args.runs)} runs and detecting their transitions ...")
+    comparison = compare_runs(args.runs, metric=args.metric, by=args.by, window_size=args.window_size,
+                              format=args.format)
+    if args.json:
+        print(json.dumps(_jsonable(comparison.to_dict()), indent=2))
+        return 0
+    print(comparison.table())
+    for note in comparison.notes():
+        print(note)
+    _progress("drawing ...")
+    print(plot_comparison(comparison, args.out, xscale=args.xscale))
     return 0
 
 

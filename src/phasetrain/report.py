@@ -2,8 +2,9 @@
 
 `plan_panels` decides which panels a run gets and `plan_markers` which transition goes on which
 panel; `build_figure` draws them with matplotlib (the optional extra `plot`, imported lazily);
-`plot_run` ties it together for a run folder and writes `report.png`; `write_html_report` adds a
-self-contained `report.html` (the PNG inline, the transitions and the summary as tables).
+`plot_run` ties it together for a run (any format `phasetrain.run.sources.load_run` reads) and
+writes `report.png`; `write_html_report` adds a self-contained `report.html` that reads on its own
+(the transitions, the PNG inline, the summary, the configuration and the run's source as tables).
 """
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import html
 import math
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from phasetrain.run.config import check_choice, check_int
-from phasetrain.run.history import MetricHistory, load_metrics
-from phasetrain.run.summary import transitions_by_metric
+from phasetrain.run.history import MetricHistory
+from phasetrain.run.sources import load_run
+from phasetrain.run.summary import KEY_METRICS, transitions_by_metric
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -78,9 +81,14 @@ class _Family:
     reference: float | None = None
 
 
+def _tokens(name: str) -> list[str]:
+    """The words of a metric name: 'train/loss_step' -> ['train', 'loss', 'step'] (split at _ / . -)."""
+    return re.split(r"[_/.\-]", name.lower())
+
+
 _FAMILIES = (
-    _Family("loss", "Loss", lambda n: n == "loss" or n.endswith("_loss"), prefer_log=True),
-    _Family("accuracy", "Accuracy", lambda n: n.endswith(("_acc", "_accuracy")) or n == "accuracy", unit_interval=True),
+    _Family("loss", "Loss", lambda n: "loss" in _tokens(n), prefer_log=True),
+    _Family("accuracy", "Accuracy", lambda n: bool({"acc", "accuracy"} & set(_tokens(n))), unit_interval=True),
     _Family("grad_norm", "Gradient norm", lambda n: n.startswith("grad_norm"), prefer_log=True),
     _Family(
         "sharpness",
@@ -97,10 +105,32 @@ _FAMILIES = (
     _Family("hessian_diag", "Hessian diagonal", lambda n: n.startswith("hessian_diag"), prefer_log=True),
     _Family("hessian_trace", "Hessian trace", lambda n: n.startswith("hessian_trace"), prefer_log=True),
     _Family("curvature", "Curvature (other)", lambda n: n.startswith("hessian_")),
-    _Family("lr", "Learning rate", lambda n: n == "lr" or n.startswith("lr_"), prefer_log=True),
+    _Family("lr", "Learning rate", lambda n: "lr" in _tokens(n) or "learning_rate" in n.lower(), prefer_log=True),
     _Family("weight_norm", "Weight norm", lambda n: n.startswith("weight_norm"), prefer_log=True),
     _Family("other", "Other metrics", lambda n: True),
 )
+"""Metric families in reading order; a name joins the first family that matches it. Names from other
+loggers match by their words (`train/loss`, `eval_accuracy`, `lr-Adam`, `learning_rate`)."""
+
+_NOT_WATCHED = re.compile(r"runtime|per_second|flos|^epoch$|(^|/)step$", re.IGNORECASE)
+"""Bookkeeping a logger records beside the curves (HF's eval_runtime, total_flos; epoch): no transitions."""
+
+
+def transition_metrics(history: MetricHistory) -> tuple[str, ...]:
+    """The metrics of `history` whose transitions a report, summary or comparison looks for.
+
+    A phasetrain run (or any run using its names): the summary's key metrics it recorded
+    (`phasetrain.run.summary.KEY_METRICS`: val_acc, val_loss, train_acc, train_loss, hessian_*).
+    A run from another logger, which spells them differently: every metric that gets a panel
+    (`plan_panels`) except learning rates and bookkeeping (runtimes, throughput, FLOPs, epoch).
+    """
+    present = tuple(name for name in KEY_METRICS if name in history)
+    if present:
+        return present
+    return tuple(
+        metric for panel in plan_panels(history) if panel.key != "lr"
+        for metric in panel.metrics if not _NOT_WATCHED.search(metric)
+    )
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
@@ -111,10 +141,22 @@ def _yscale(history: MetricHistory, metrics: Sequence[str], prefer_log: bool) ->
     """'log' when the family reads best on a log scale and its positive values span >= 10x."""
     if not prefer_log:
         return "linear"
-    values = np.concatenate([_finite(history.values(m)) for m in metrics])
+    return spread_scale(np.concatenate([_finite(history.values(m)) for m in metrics]))
+
+
+def spread_scale(values: np.ndarray) -> str:
+    """'log' for finite values (shape (n,)) that are all positive and span >= 10x, else 'linear'."""
     if values.size == 0 or values.min() <= 0:
         return "linear"
     return "log" if values.max() >= 10 * values.min() else "linear"
+
+
+def metric_yscale(metric: str, values: np.ndarray) -> str:
+    """The y scale the report gives `metric` (by its family, see `plan_panels`) for `values`
+    (shape (n,), NaN allowed): 'log' for losses, norms, curvature and learning rates whose positive
+    values span >= 10x, else 'linear'."""
+    family = next(f for f in _FAMILIES if f.matches(metric))
+    return spread_scale(_finite(np.asarray(values, dtype=float))) if family.prefer_log else "linear"
 
 
 def plan_panels(history: MetricHistory) -> list[Panel]:
@@ -173,7 +215,12 @@ def choose_xscale(history: MetricHistory) -> str:
     logged step 0 (e.g. a validation before training) gets 'symlog', linear below step 1.
     """
     steps = [history.steps(m) for m in history.names() if m not in HIDDEN_METRICS]
-    steps = np.concatenate(steps) if steps else np.empty(0, dtype=np.int64)
+    return xscale_for_steps(np.concatenate(steps) if steps else np.empty(0, dtype=np.int64))
+
+
+def xscale_for_steps(steps: np.ndarray) -> str:
+    """`choose_xscale`'s rule ('linear', 'log' or 'symlog') for `steps`, the global steps (shape (n,),
+    any order) of one or several runs."""
     if steps.size == 0:
         return "linear"
     first, last = int(steps.min()), int(steps.max())
@@ -237,7 +284,8 @@ def plan_markers(panels: Sequence[Panel], transitions: Mapping[str, Iterable[Any
     return markers
 
 
-def _require_matplotlib() -> None:
+def require_matplotlib() -> None:
+    """Raise ImportError naming the `plot` extra when matplotlib is not installed."""
     try:
         import matplotlib  # noqa: F401
     except ImportError as error:
@@ -335,7 +383,7 @@ def _label_markers(ax: Any, history: MetricHistory, panel: Panel, markers: Seque
         span = (x - width, x) if left else (x, x + width)
         under = points[(points[:, 0] >= span[0]) & (points[:, 0] <= span[1]), 1]
 
-        def crowding(row: float) -> int:
+        def crowding(row: float, span: tuple[float, float] = span, under: np.ndarray = under) -> int:
             centre = row - 0.05 if row > 0.5 else row + 0.05
             clashes = sum(a < span[1] and span[0] < b and abs(h - row) < 0.1 for a, b, h in placed)
             return int(np.count_nonzero(np.abs(under - centre) < 0.09)) + 1000 * clashes
@@ -371,14 +419,14 @@ def build_figure(
     transitions: Mapping[str, Iterable[Any]] | Iterable[Any] = (),
     title: str = "",
     xscale: str = "auto",
-) -> "Figure":
+) -> Figure:
     """Draw the report figure: panels from `plan_panels`, markers from `plan_markers`.
 
     `xscale` is "auto" (`choose_xscale`), "linear", "log" or "symlog". Returns a matplotlib
     Figure (not attached to pyplot, so nothing global changes); its axes titles are the panels'.
     """
     check_choice("xscale", xscale, ("auto", "linear", "log", "symlog"))
-    _require_matplotlib()
+    require_matplotlib()
     from matplotlib.figure import Figure
 
     panels = plan_panels(history)
@@ -434,11 +482,13 @@ def plot_run(
 ) -> Path:
     """Write the report PNG of a run and return its path.
 
-    `run` is a run folder, a `metrics.json`, or a `MetricHistory` (then `out_path` is required).
-    `out_path` defaults to `<run folder>/report.png`. `transitions` ({metric: [...]} or a flat list
-    naming metrics; `{}` for none) defaults to the detector's output on the summary's key metrics
-    (`phasetrain.run.summary.KEY_METRICS`: val_acc, val_loss, train_loss, ...) with `window_size`
-    (in steps; None: the detector's default). `title` defaults to the run folder's name.
+    `run` is a `MetricHistory` (then `out_path` is required) or any run `load_run` reads: a
+    phasetrain run folder or metrics.json, a TensorBoard log folder, a CSV, a Lightning or Hugging
+    Face folder, a JSONL file. `out_path` defaults to `<run folder>/report.png` (the folder holding
+    a file). `transitions` ({metric: [...]} or a flat list naming metrics; `{}` for none) defaults
+    to the detector's output on `transition_metrics(history)` with `window_size` (in steps; None:
+    the detector's automatic window). `title` defaults to the run folder's name; `xscale` is
+    "auto", "linear", "log" or "symlog"; `dpi` the PNG's resolution.
     """
     check_int("dpi", dpi)
     if isinstance(run, MetricHistory):
@@ -446,11 +496,11 @@ def plot_run(
             raise ValueError("out_path is required when run is a MetricHistory (there is no run folder)")
         history, run_dir = run, None
     else:
-        history, _ = load_metrics(run)
+        history, _ = load_run(run)
         run_dir = run_folder(run)
     out = Path(out_path) if out_path is not None else run_dir / "report.png"
     if transitions is None:
-        transitions = transitions_by_metric(history, window_size=window_size)
+        transitions = transitions_by_metric(history, transition_metrics(history), window_size=window_size)
     if title is None:
         title = run_dir.resolve().name if run_dir is not None else ""
     figure = build_figure(history, transitions, title=title, xscale=xscale)
@@ -458,23 +508,42 @@ def plot_run(
     return out
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return "—" if not math.isfinite(value) else f"{value:.6g}"
-    return html.escape(str(value))
+def _cell(value: Any, step: bool = False) -> str:
+    """One table cell: numbers right-aligned (4 significant digits; steps as '1,550'), text left,
+    missing values as a dash."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "<td class='num'>—</td>"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"<td>{html.escape(str(value))}</td>"
+    if step:
+        return f"<td class='num'>{format_step(value)}</td>"
+    return f"<td class='num'>{value if isinstance(value, int) else f'{value:.4g}'}</td>"
 
 
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in headers or columns)
+    body = "".join(
+        "<tr>" + "".join(_cell(row.get(c), step=c.endswith("step")) for c in columns) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 TRANSITION_COLUMNS = (
     "metric", "step", "start_step", "end_step", "direction",
     "level_before", "level_after", "magnitude", "relative_magnitude", "score",
+)
+_TRANSITION_HEADERS = (
+    "metric", "step", "from step", "to step", "direction",
+    "level before", "level after", "jump", "jump / range", "score (z)",
+)
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1320px;padding:1.5em;color:#222}"
+    "h1{margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}"
+    ".lead{color:#555;margin-top:0}table{border-collapse:collapse;margin:.6em 0;font-size:14px}"
+    "td,th{border:1px solid #d6d6d6;padding:4px 10px;text-align:left}th{background:#f3f3f3}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}tbody tr:nth-child(even){background:#fafafa}"
+    "img{max-width:100%;border:1px solid #eee}.cols{display:flex;gap:3em;flex-wrap:wrap}"
 )
 
 
@@ -484,9 +553,18 @@ def write_html_report(
     transitions: Mapping[str, Iterable[Any]] | Iterable[Any],
     summary: Mapping[str, Any] | None = None,
     title: str = "phasetrain report",
+    meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a self-contained HTML page: the PNG inline (base64), a table of the transitions and,
-    when given, the training summary (its `phase_transitions` entry is the transitions table)."""
+    """Write a self-contained HTML page readable on its own and return its path.
+
+    png_path: the report figure (embedded as base64, so the page is one file). out_path: the page.
+    transitions: {metric: [transition]} or a flat list naming metrics (as `plot_run` takes them),
+    shown as a table sorted by step. summary: the training summary (`training_summary`; figures
+    that are None are listed as not recorded, its `phase_transitions` is the transitions table).
+    title: the page heading. meta: the run's meta (`load_run`): its `config` is shown as the
+    configuration table (or a note that the run's files hold none), its `format`, `source` and
+    other plain entries as the run table.
+    """
     image = base64.b64encode(Path(png_path).read_bytes()).decode("ascii")
     rows = [
         {**record, "metric": metric}
@@ -494,19 +572,37 @@ def write_html_report(
         for record in records
     ]
     rows.sort(key=lambda r: (float(r["step"]), r["metric"]))
+    found = "; ".join(f"{r['metric']} {({'up': '↑', 'down': '↓'}).get(r.get('direction'), '')} "
+                      f"at step {format_step(r['step'])}" for r in rows)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}</style>",
-        f"</head><body><h1>{html.escape(title)}</h1>",
-        f"<img alt='run report' style='max-width:100%' src='data:image/png;base64,{image}'>",
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p class='lead'>{html.escape(found) if rows else 'No phase transition detected.'}</p>",
         "<h2>Detected transitions</h2>",
-        _table(rows, TRANSITION_COLUMNS) if rows else "<p>none</p>",
+        _table(rows, TRANSITION_COLUMNS, _TRANSITION_HEADERS) if rows else "<p>none</p>",
+        "<h2>Curves</h2>",
+        (f"<img alt='every recorded metric of the run, one panel per family, transitions marked' "
+         f"src='data:image/png;base64,{image}'>"),
+        "<div class='cols'>",
     ]
     if summary is not None:
-        items = [{"quantity": k, "value": v} for k, v in summary.items() if k != "phase_transitions"]
-        parts += ["<h2>Training summary</h2>", _table(items, ("quantity", "value"))]
-    parts.append("</body></html>")
+        known = [{"quantity": k, "value": v} for k, v in summary.items() if k != "phase_transitions" and v is not None]
+        missing = [k for k, v in summary.items() if k != "phase_transitions" and v is None]
+        parts += ["<div><h2>Training summary</h2>", _table(known, ("quantity", "value"))]
+        if missing:
+            parts.append(f"<p class='lead'>Not recorded: {html.escape(', '.join(missing))}</p>")
+        parts.append("</div>")
+    if meta is not None:
+        config = meta.get("config")
+        parts.append("<div><h2>Configuration</h2>")
+        if isinstance(config, Mapping) and config:
+            parts.append(_table([{"setting": k, "value": v} for k, v in config.items()], ("setting", "value")))
+        else:
+            parts.append("<p class='lead'>The run's files hold no configuration.</p>")
+        plain = [{"entry": k, "value": v} for k, v in meta.items()
+                 if k != "config" and (v is None or isinstance(v, (str, int, float, bool)))]
+        parts += ["</div><div><h2>Run</h2>", _table(plain, ("entry", "value")), "</div>"]
+    parts.append("</div></body></html>")
     out = Path(out_path)
     out.write_text("".join(parts), encoding="utf-8")
     return out
