@@ -30,6 +30,10 @@ _EXPORTS = {
     "Thresholds": "phasetrain.detect",
     "detect_in_history": "phasetrain.detect",
     "plot_run": "phasetrain.report",
+    "load_run": "phasetrain.run.sources",
+    "compare_runs": "phasetrain.compare",
+    "plot_comparison": "phasetrain.compare",
+    "RunRecorder": "phasetrain.run.recorder",
 }
 
 __all__ = list(_EXPORTS)

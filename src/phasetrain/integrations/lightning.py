@@ -125,7 +125,8 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         self._acc_keys = None
         planned = trainer.estimated_stepping_batches
-        self.recorder.start(pl_module.device, planned_steps=int(planned) if planned != float("inf") else None)
+        self.recorder.start(pl_module.device, planned_steps=int(planned) if planned != float("inf") else None,
+                            optimizer=trainer.optimizers[0] if trainer.optimizers else None)
         if trainer.loggers and self.recorder.writes:
             self._loggers = LightningLoggers(trainer)
             self.recorder.streams.append(self._loggers)

@@ -170,7 +170,9 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
             self.recorder.set_log_freq(int(state.logging_steps))
         if state.global_step > 0 and not len(self.recorder.history):
             self.recorder.restore_from_file(state.global_step)
-        self.recorder.start(_device(model), planned_steps=int(state.max_steps) or None)
+        optimizer = kwargs.get("optimizer")
+        self.recorder.start(_device(model), planned_steps=int(state.max_steps) or None,
+                            optimizer=getattr(optimizer, "optimizer", optimizer))
         self.recorder.streams.append(self._logs)
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,

@@ -146,7 +146,7 @@ class PhaseTransitionTrainer(RunViews):
         replay = self._resume(resume_from) if resume_from is not None else None
         per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
         total = num_epochs * per_epoch // self.config.accumulate_grad_batches if per_epoch else None
-        self.recorder.start(self.device, planned_steps=total)
+        self.recorder.start(self.device, planned_steps=total, optimizer=self.optimizer)
         bar = progress_bar(self.config.progress_bar if self.is_main_process else False, total, self.state.step)
         error: BaseException | None = None
         try:
@@ -386,7 +386,7 @@ class PhaseTransitionTrainer(RunViews):
             raise ValueError("track_hessian=True in a hand-written loop needs curvature batches: pass "
                              "hessian_batches=[(inputs, targets), ...] to the trainer, or "
                              "log_step(..., batch=(inputs, targets)); got neither")
-        self.recorder.start(self.device)
+        self.recorder.start(self.device, optimizer=self.optimizer)
         self._own_loop_started = True
 
 

@@ -74,6 +74,17 @@ def jsonable_setting(value: Any) -> Any:
     return type(value).__name__
 
 
+def optimizer_settings(optimizer: Any) -> dict[str, Any]:
+    """An optimizer's class and the hyperparameters of its first parameter group (lr, momentum,
+    weight_decay, betas, ...), as JSON values: what `phasetrain compare --by weight_decay` reads."""
+    group = optimizer.param_groups[0]
+    settings: dict[str, Any] = {"class": type(optimizer).__name__}
+    for name, value in group.items():
+        if name != "params" and (value is None or isinstance(value, (bool, int, float, str, tuple, list))):
+            settings[name] = jsonable_setting(value)
+    return settings
+
+
 @dataclasses.dataclass
 class RecordingConfig:
     """What a run records and where: the settings every front end shares (the trainer, the

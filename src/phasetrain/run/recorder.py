@@ -32,7 +32,7 @@ from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.norms import WeightNormMonitor
 from phasetrain.run.averages import EpochTotals, StepAccumulator
 from phasetrain.run.checkpoints import checkpoint_path, latest_checkpoint, save_checkpoint, step_checkpoints
-from phasetrain.run.config import RecordingConfig, check_int, default_log_dir
+from phasetrain.run.config import RecordingConfig, check_int, default_log_dir, optimizer_settings
 from phasetrain.run.distributed import barrier, broadcast_object, is_distributed, rank
 from phasetrain.run.files import prepare_log_dir
 from phasetrain.run.history import MetricHistory, load_metrics, save_metrics
@@ -78,17 +78,21 @@ class RunRecorder:
         self.transition_hooks: list[Callable[[Transition], Any]] = []
         self.streams: list[Any] = []
         self.device = torch.device("cpu")
+        self.optimizer: dict[str, Any] | None = None
         self._clock: float | None = None
         self._metrics_written_at = 0.0
         self._best_changed = False
         self._warned_order: set[str] = set()
 
     # ------------------------------------------------------------------ run boundaries
-    def start(self, device: torch.device, planned_steps: int | None = None) -> None:
+    def start(self, device: torch.device, planned_steps: int | None = None, optimizer: Any = None) -> None:
         """The run (or its resumed part) begins: per-step figures live on `device`, the online
         window follows `planned_steps` when `watch_window` is None, the streams open (rank 0)
-        holding exactly the history's records, and the wall clock runs."""
+        holding exactly the history's records, and the wall clock runs. `optimizer`: its class
+        and hyperparameters go into the meta's config."""
         self.device = torch.device(device)
+        if optimizer is not None:
+            self.optimizer = optimizer_settings(optimizer)
         if self.window.device != self.device:
             pending = self.window.state_dict()
             self.window.device = self.device
@@ -272,7 +276,7 @@ class RunRecorder:
             "log_dir": str(self.log_dir),
             "device": str(self.device),
             "framework": self.framework,
-            "config": self.config.to_meta(),
+            "config": {**self.config.to_meta(), **({"optimizer": self.optimizer} if self.optimizer else {})},
             "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
