@@ -227,3 +227,21 @@ def make_loggers(
             item = factory(Path(log_dir) / filename)
         sinks.append(item)
     return sinks
+
+
+def close_loggers(sinks: Iterable[MetricLogger]) -> None:
+    """Close every sink (flushing it), even when one of them fails; then raise the first failure.
+
+    Args:
+        sinks: the run's metric sinks (`make_loggers`' result, user sinks included).
+
+    Call it once when the run ends, normally or by an exception, so no stream file stays open.
+    """
+    first: BaseException | None = None
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as error:  # keep closing the others; report the first failure
+            first = first or error
+    if first is not None:
+        raise first
