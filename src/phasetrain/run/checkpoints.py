@@ -48,7 +48,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", **l
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else is damaged or foreign
+    if not _is_zip_archive(path):  # torch.save writes zip archives; anything else is damaged or foreign
         raise CheckpointError(f"{str(path)!r} is truncated or not a torch checkpoint: not a zip archive "
                               f"({path.stat().st_size} bytes)")
     try:
@@ -74,6 +74,13 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", **l
             f"{str(path)!r} has checkpoint version {checkpoint.get('version')!r}; this phasetrain reads {CHECKPOINT_VERSION}"
         )
     return checkpoint
+
+
+def _is_zip_archive(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except (OSError, ValueError, struct.error, zipfile.BadZipFile):  # is_zipfile itself trips on some damage
+        return False
 
 
 def _refused_detail(error: pickle.UnpicklingError) -> str:
