@@ -50,10 +50,9 @@ def test_previous_handlers_are_restored_also_after_an_exception():
     old_int = signal.signal(signal.SIGINT, mine)
     old_term = signal.getsignal(signal.SIGTERM)
     try:
-        with pytest.raises(RuntimeError):
-            with StopSignals():
-                assert signal.getsignal(signal.SIGINT) is not mine
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), StopSignals():
+            assert signal.getsignal(signal.SIGINT) is not mine
+            raise RuntimeError("boom")
         assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is old_term
         os.kill(os.getpid(), signal.SIGINT)
         assert seen == [signal.SIGINT]

@@ -62,9 +62,8 @@ def test_a_killed_holders_lock_is_taken_over(tmp_path):
 
 
 def test_a_second_lock_in_the_same_process_is_refused_too(tmp_path):
-    with RunLock(tmp_path):
-        with pytest.raises(RunFolderLocked, match=f"process {os.getpid()}"):
-            RunLock(tmp_path).acquire()
+    with RunLock(tmp_path), pytest.raises(RunFolderLocked, match=f"process {os.getpid()}"):
+        RunLock(tmp_path).acquire()
     RunLock(tmp_path).acquire().release()  # free again after the with block
 
 

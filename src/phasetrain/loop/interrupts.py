@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Sequence
 from types import FrameType
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -37,7 +41,7 @@ class StopSignals:
         self.active = False
         self._previous: dict[signal.Signals, Any] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> Self:
         self.interrupted, self.signal_name = False, None
         if threading.current_thread() is not threading.main_thread():
             return self

@@ -9,8 +9,9 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 # The files a run writes directly in its folder (`tensorboard/` is a folder, see ownership.py).
 RUN_FILE_NAMES = ("run.json", "metrics.json", "metrics.jsonl", "metrics.csv", "best_model.pt", "final_model.pt")

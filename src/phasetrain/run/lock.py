@@ -16,12 +16,15 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; the lock is not enforced there
     fcntl = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 LOCK_FILE = ".phasetrain.lock"
 
@@ -53,7 +56,7 @@ class RunLock:
         """True between a successful `acquire()` and `release()`."""
         return self._fd is not None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> Self:
         """Take the lock without waiting and write this process's pid, host and start time into it.
 
         Raises:
@@ -102,7 +105,7 @@ class RunLock:
         finally:
             os.close(fd)  # closing releases the flock
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 BUILT_IN_METRICS = (
     "train_loss", "train_acc", "grad_norm", "lr", "epoch", "weight_norm", "val_loss", "val_acc",

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -245,15 +246,17 @@ def _group_differences(saved: Sequence[Mapping[str, Any]], live: Sequence[Mappin
     found = []
     for index, (old, new) in enumerate(zip(saved, live)):
         if len(old["params"]) != len(new["params"]):
-            found.append((f"optimizer group {index}: {len(old['params'])} parameters in the checkpoint, "
-                          f"{len(new['params'])} live", ""))
+            line = (f"optimizer group {index}: {len(old['params'])} parameters in the checkpoint, "
+                    f"{len(new['params'])} live")
+            found.append((line, ""))
         for key in sorted((set(old) | set(new)) - {"params"} - IMPLEMENTATION_KEYS):
             if key not in old or key not in new:
                 side = "the checkpoint" if key not in old else "the live optimizer"
                 found.append((f"optimizer group {index}: {key!r} is missing from {side}", ""))
             elif not _same_value(old[key], new[key]):
-                found.append((f"optimizer group {index}: {key} = {_plain(old[key])!r} in the checkpoint, "
-                              f"{_plain(new[key])!r} live", key))
+                line = (f"optimizer group {index}: {key} = {_plain(old[key])!r} in the checkpoint, "
+                        f"{_plain(new[key])!r} live")
+                found.append((line, key))
     return found
 
 

@@ -241,7 +241,7 @@ def close_loggers(sinks: Iterable[MetricLogger]) -> None:
     for sink in sinks:
         try:
             sink.close()
-        except Exception as error:  # keep closing the others; report the first failure
+        except Exception as error:  # noqa: BLE001 - keep closing the others; the first failure is raised below
             first = first or error
     if first is not None:
         raise first
