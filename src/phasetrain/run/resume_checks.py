@@ -33,7 +33,8 @@ from phasetrain.run.state import RunState
 # key -> allowed types, for what the trainer's checkpoints hold at the top level
 TRAINER_CHECKPOINT_KEYS: dict[str, tuple[type, ...]] = {
     "step": (int,), "epoch": (int,), "model": (dict,), "optimizer": (dict,), "scheduler": (dict, type(None)),
-    "update": (dict,), "history": (dict,), "run_state": (dict,), "rng": (dict,), "rng_epoch_start": (dict,),
+    "update": (dict,), "history": (dict,), "run_state": (dict,), "rng": (dict, type(None)),
+    "rng_epoch_start": (dict, type(None)),
     "callbacks": (list,), "monitors": (list,), "watcher": (dict,),
 }
 # written since run ids exist; optional so older checkpoints stay readable
