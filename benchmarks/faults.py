@@ -128,6 +128,7 @@ def inspect(log_dir: Path) -> dict:
 
 
 def damage_newest(log_dir: Path, how: int, rng: random.Random) -> str | None:
+    """Overwrite the newest step checkpoint with damage kind `how` (mod 3); None when fewer than two exist."""
     from phasetrain.run.checkpoints import step_checkpoints
 
     found = step_checkpoints(log_dir)
@@ -166,7 +167,7 @@ def main() -> None:
         if code != 0:
             raise SystemExit(f"the uninterrupted reference run failed:\n{stderr[-3000:]}")
         expected = final_weights(reference)
-        trials = []
+        trials, damaged = [], 0
         for trial in range(args.kills):
             log_dir = Path(scratch) / f"trial{trial}"
             log_dir.mkdir()
@@ -177,7 +178,9 @@ def main() -> None:
                 where = kill_at_random_moment(process, train_seconds, rng)
             process.wait(timeout=60)
             record = {"trial": trial, "killed_at": where, "returncode": process.returncode, **inspect(log_dir)}
-            record["damaged"] = damage_newest(log_dir, trial // 3, rng) if trial % 3 == 2 else None
+            record["damaged"] = damage_newest(log_dir, damaged, rng) if trial % 3 == 2 else None
+            damaged += record["damaged"] is not None
+            # today's trainer resumes from step checkpoints and final_model.pt only
             has_checkpoint = any(p.name.startswith("checkpoint_step_") or p.name == "final_model.pt"
                                  for p in log_dir.iterdir())
             code, stderr = finish(launch(log_dir, resume=has_checkpoint))
@@ -194,6 +197,7 @@ def main() -> None:
     killed = [t for t in trials if t["returncode"] == -signal.SIGKILL]
     summary = {
         "kills": len(killed),
+        "finished_before_the_kill": len(trials) - len(killed),
         "killed_during_checkpoint_write": sum(t["killed_at"] == "checkpoint write" for t in killed),
         "unreadable_files_after_kill": sum(len(t["unreadable"]) for t in trials),
         "metrics_json_invalid_after_kill": sum(t["metrics_json_valid"] is False for t in trials),

@@ -203,3 +203,19 @@ def test_older_checkpoints_without_the_new_keys_validate():
     for key in ("run_id", "optimizer_class", "scheduler_class", "data"):
         del saved[key]
     validate_checkpoint(saved, "c.pt")
+
+
+def test_todays_trainer_checkpoints_pass_validation_and_a_changed_lr_is_caught(tmp_path):
+    from phasetrain import PhaseTransitionTrainer
+    from phasetrain.run.checkpoints import load_checkpoint_file
+
+    net = model()
+    trainer = PhaseTransitionTrainer(net, optim.Adam(net.parameters(), lr=1e-2), nn.CrossEntropyLoss(), device="cpu",
+                                     log_dir=tmp_path, checkpoint_freq=2, progress_bar=False)
+    trainer.train(DataLoader(DATA, batch_size=16), num_epochs=1)
+    path = tmp_path / "checkpoint_step_2.pt"
+    saved = load_checkpoint_file(path)
+    validate_checkpoint(saved, path)
+    assert check_resume_compatible(saved, model=net, optimizer=optim.Adam(net.parameters(), lr=1e-2), path=path) == []
+    with pytest.raises(ResumeMismatch, match="lr = 0.01 in the checkpoint, 0.001 live"):
+        check_resume_compatible(saved, model=net, optimizer=optim.Adam(net.parameters(), lr=1e-3), path=path)
