@@ -148,3 +148,14 @@ def test_check_log_dir_accepts_paths_and_refuses_empty(tmp_path):
         check_log_dir("")
     with pytest.raises(TypeError, match="log_dir"):
         prepare_log_dir(123)
+
+
+def test_a_non_io_error_raised_while_handling_an_oserror_stays_itself(tmp_path):
+    def writer(f):
+        try:
+            raise FileNotFoundError("an optional file the writer looked for")
+        except FileNotFoundError:
+            raise ValueError("bad value")
+
+    with pytest.raises(ValueError, match="bad value"):
+        atomic_write(tmp_path / "metrics.json", writer)

@@ -61,7 +61,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             os.unlink(tmp)
         except OSError:  # already gone, or the folder refuses: the write's own error is what matters
             pass
-        cause = _os_error_in_chain(error) if isinstance(error, Exception) else None
+        # torch.save reports a failed write as RuntimeError ("unexpected pos ...") raised while handling it
+        cause = _os_error_in_chain(error) if isinstance(error, (OSError, RuntimeError)) else None
         if cause is None:
             raise
         raise _io_error(path, cause) from error
