@@ -1,6 +1,7 @@
 """Batches, loaders and devices: the plumbing between a user's data and the model."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -9,19 +10,59 @@ from phasetrain.run.distributed import default_device
 
 
 def as_device(device: str | torch.device | None) -> torch.device:
-    """`device`, or CUDA when available (this rank's GPU under torchrun) and CPU otherwise."""
+    """`device`, or CUDA when available (this rank's GPU under torchrun) and CPU otherwise.
+
+    Args:
+        device: None, a device string ("cpu", "cuda", "cuda:1", "mps") or a torch.device.
+
+    Raises:
+        ValueError: naming `device`, the value and the devices this machine has, for a malformed
+            value or a CUDA/MPS device that is not there (instead of an error from inside torch at
+            the first tensor moved).
+    """
     if device is None:
         return default_device()
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a torch.device; got {device!r} ({error})") from None
+    if resolved.type == "cuda" and (not torch.cuda.is_available()
+                                    or (resolved.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device={device!r} is not available on this machine; available: {available_devices()}")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} is not available on this machine; available: {available_devices()}")
+    return resolved
+
+
+def available_devices() -> str:
+    """The devices this machine offers, as a readable list ("'cpu', 'cuda:0', 'cuda:1'")."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return ", ".join(repr(name) for name in names)
 
 
 def check_loader(name: str, loader: Any) -> None:
-    """A loader must be iterable and, when it has a length, non-empty."""
+    """A loader must be iterable, re-iterable (a fresh pass each epoch) and, when it has a length, non-empty.
+
+    Args:
+        name: the argument's name for messages ("train_loader", "val_loader").
+        loader: the loader as the user passed it.
+
+    Raises:
+        TypeError: for something not iterable, or a single-pass iterator (a generator, `iter(...)`,
+            `map(...)`): it would be exhausted after the first epoch and later epochs would train on
+            nothing. Checked without iterating.
+        ValueError: for a loader of length 0.
+    """
     if not hasattr(loader, "__iter__"):
         raise TypeError(f"{name} must be an iterable of (inputs, targets) batches, e.g. a DataLoader; got {type(loader).__name__}")
+    if isinstance(loader, Iterator):
+        raise TypeError(f"{name} is a single-pass iterator ({type(loader).__name__}): it would be used up after "
+                        f"the first epoch; pass something iterated afresh each epoch, e.g. a DataLoader or a list "
+                        f"of (inputs, targets) batches")
     if hasattr(loader, "__len__") and len(loader) == 0:
         raise ValueError(f"{name} is empty (len == 0); it must yield at least one (inputs, targets) batch")
 

@@ -460,3 +460,21 @@ def check_logger_spec(spec: str | MetricLogger | Iterable[str | MetricLogger] | 
     if duplicated:
         raise ValueError(f"loggers names {duplicated} more than once; each sink may appear once")
     return items
+
+
+def close_loggers(sinks: Iterable[MetricLogger]) -> None:
+    """Close every sink (flushing it), even when one of them fails; then raise the first failure.
+
+    Args:
+        sinks: the run's metric sinks (`make_loggers`' result, user sinks included).
+
+    Call it once when the run ends, normally or by an exception, so no stream file stays open.
+    """
+    first: BaseException | None = None
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as error:  # noqa: BLE001 - keep closing the others; the first failure is raised below
+            first = first or error
+    if first is not None:
+        raise first
