@@ -39,7 +39,7 @@ def build(tmp_path, model=None, optimizer=None, **kwargs):
         ({"device": "gpu"}, ValueError, ["device", "'gpu'"]),
         ({"scheduler": 3}, TypeError, ["scheduler", "3"]),
         ({"accuracy_fn": "top1"}, TypeError, ["accuracy_fn", "'top1'"]),
-        ({"loggers": ["wandb"]}, ValueError, ["loggers", "wandb"]),
+        ({"loggers": ["neptune"]}, ValueError, ["loggers", "neptune"]),
     ],
 )
 def test_bad_constructor_argument_names_argument_and_value(tmp_path, kwargs, error, words):

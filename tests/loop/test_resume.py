@@ -33,7 +33,7 @@ def stream_values(log_dir: Path) -> list[tuple]:
 
 def metrics_without_clock(log_dir: Path) -> dict:
     document = json.loads((log_dir / "metrics.json").read_text())
-    for key in ("wall_time_s", "written_at", "log_dir"):
+    for key in ("wall_time_s", "written_at", "log_dir", "run_id"):
         document["meta"].pop(key)
     return document
 

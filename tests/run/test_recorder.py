@@ -19,8 +19,9 @@ def step_curve(n: int = 400, jump_at: int = 201, seed: int = 0) -> list[tuple[in
     return [(s, (0.9 if s >= jump_at else 0.1) + noise[s - 1]) for s in range(1, n + 1)]
 
 
-def started(tmp_path, **kwargs) -> RunRecorder:
+def started(tmp_path, resuming=False, **kwargs) -> RunRecorder:
     recorder = RunRecorder(RecordingConfig(tmp_path, **kwargs), "test")
+    recorder.open_folder(resuming=resuming)
     recorder.start(torch.device("cpu"))
     return recorder
 
@@ -51,11 +52,13 @@ def test_restore_from_file_keeps_records_up_to_the_checkpoint_and_the_detectors_
     for step, value in step_curve():
         first.record(step, {"val_acc": value})
     first.state.step = 400
-    first.save_metrics()
+    first.finish()
     resumed = RunRecorder(RecordingConfig(tmp_path, watch_metrics=("val_acc",), watch_window=20), "test")
     resumed.restore_from_file(300)
     np.testing.assert_array_equal(resumed.history.steps("val_acc"), np.arange(1, 301))
     assert resumed.transitions == first.transitions and resumed.state.step == 300
+    resumed.open_folder(resuming=True)
+    assert resumed.run_id == first.run_id
     resumed.start(torch.device("cpu"))
     for step, value in step_curve()[300:]:
         resumed.record(step, {"val_acc": value})
@@ -74,7 +77,8 @@ def test_state_dict_survives_a_weights_only_checkpoint_and_restores_the_open_win
     buffer = io.BytesIO()
     torch.save(recorder.state_dict(), buffer)
     buffer.seek(0)
-    restored = started(tmp_path, watch_metrics=("train_loss",))
+    recorder.finish()
+    restored = started(tmp_path, resuming=True, watch_metrics=("train_loss",))
     restored.load_state_dict(torch.load(buffer, weights_only=True))
     assert restored.history.to_dict() == recorder.history.to_dict()
     assert restored.record_window(20, {"lr": 0.5}) == {"train_loss": 2.0, "grad_norm": 3.0, "lr": 0.5}
@@ -115,10 +119,17 @@ def test_best_step_is_the_lowest_validation_loss_else_the_lowest_epoch_mean_trai
     assert without_val.meta()["best_step"] == 20 and improved == [True, True, False]
 
 
-def test_building_a_recorder_changes_no_file_of_the_folder(tmp_path):
+def test_building_a_recorder_changes_no_file_of_the_folder_and_a_new_run_refuses_another_runs_files(tmp_path):
+    from phasetrain.run.ownership import RunFolderInUse
+
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train_loss": 1.0}\n')
-    RunRecorder(RecordingConfig(tmp_path), "test")
+    recorder = RunRecorder(RecordingConfig(tmp_path), "test")
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "train_loss": 1.0}\n'
+    with pytest.raises(RunFolderInUse, match="overwrite=True"):
+        recorder.open_folder(resuming=False)
+    recorder.finish(RuntimeError("never started"))  # a run that never took its folder writes nothing
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "train_loss": 1.0}\n'
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_meta_holds_the_settings_as_json(tmp_path):

@@ -157,7 +157,7 @@ def test_a_new_trainer_starts_a_fresh_stream(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 7, "train_loss": 1.0}\n')
     model = nn.Linear(2, 2)
     trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-                                     log_dir=tmp_path, log_freq=1, progress_bar=False)
+                                     log_dir=tmp_path, log_freq=1, progress_bar=False, overwrite=True)
     trainer.train([(torch.randn(4, 2), torch.randint(0, 2, (4,)))], num_epochs=1)
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert 7 not in steps and steps[0] == 1
@@ -225,7 +225,7 @@ def test_a_new_trainer_with_tensorboard_in_a_reused_folder_starts_a_fresh_stream
         model = nn.Linear(2, 2)
         trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
                                          log_dir=tmp_path, log_freq=1, progress_bar=False, checkpoint_freq=None,
-                                         loggers=("tensorboard",))
+                                         loggers=("tensorboard",), overwrite=True)
         trainer.train(batches, num_epochs=epochs)
     points = _tensorboard_points(tmp_path / "tensorboard")
     assert [step for step, _ in points["train_loss"]] == [1, 2, 3]

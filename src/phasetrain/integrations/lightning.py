@@ -124,6 +124,8 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         self._acc_keys = None
+        # a resume (ckpt_path, or a callback whose state was restored) continues the folder's run
+        self.recorder.open_folder(resuming=bool(trainer.ckpt_path) or len(self.recorder.history) > 0)
         planned = trainer.estimated_stepping_batches
         self.recorder.start(pl_module.device, planned_steps=int(planned) if planned != float("inf") else None,
                             optimizer=trainer.optimizers[0] if trainer.optimizers else None)

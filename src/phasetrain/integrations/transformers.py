@@ -168,6 +168,7 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
                        model: nn.Module | None = None, **kwargs: Any) -> None:
         if args.logging_strategy == "steps":
             self.recorder.set_log_freq(int(state.logging_steps))
+        self.recorder.open_folder(resuming=state.global_step > 0)
         if state.global_step > 0 and not len(self.recorder.history):
             self.recorder.restore_from_file(state.global_step)
         optimizer = kwargs.get("optimizer")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -26,6 +27,7 @@ from phasetrain.loop.batches import as_device, batch_size, check_loader, move_to
 from phasetrain.loop.callbacks import Callback, EarlyStopping, build_callbacks
 from phasetrain.loop.config import TrainerConfig, check_training_objects
 from phasetrain.loop.evaluation import validation_pass
+from phasetrain.loop.interrupts import StopSignals
 from phasetrain.loop.rng import EpochOrder
 from phasetrain.loop.update import UpdateStep, autocast
 from phasetrain.monitors.base import Monitor, StepContext
@@ -34,6 +36,13 @@ from phasetrain.run import distributed
 from phasetrain.run.checkpoints import load_checkpoint_file
 from phasetrain.run.config import check_int
 from phasetrain.run.recorder import RunRecorder, RunViews
+from phasetrain.run.resume_checks import (
+    check_resume_compatible,
+    hyperparameters,
+    reapply_hyperparameters,
+    resume_fields,
+    validate_checkpoint,
+)
 from phasetrain.run.state import RunState
 from phasetrain.run.summary import KEY_METRICS
 
@@ -78,6 +87,7 @@ class PhaseTransitionTrainer(RunViews):
         watch_window: int | None = None,
         precision: str = "32",
         accumulate_grad_batches: int = 1,
+        overwrite: bool = False,
     ) -> None:
         check_training_objects(model, optimizer, loss_fn, scheduler)
         self.config = TrainerConfig(
@@ -85,7 +95,7 @@ class PhaseTransitionTrainer(RunViews):
             track_hessian=bool(track_hessian), hessian_method=hessian_method, hessian_freq=hessian_freq,
             hessian_k=hessian_k, hessian_batches=hessian_batches, monitors=tuple(monitors), loggers=loggers,
             keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics, watch_window=watch_window,
-            device=device, checkpoint_freq=checkpoint_freq, gradient_clip=gradient_clip,
+            overwrite=overwrite, device=device, checkpoint_freq=checkpoint_freq, gradient_clip=gradient_clip,
             early_stopping_patience=early_stopping_patience, early_stopping_min_delta=early_stopping_min_delta,
             scheduler_interval=scheduler_interval, accuracy_fn=accuracy_fn, progress_bar=progress_bar,
             on_nonfinite=on_nonfinite, precision=precision, accumulate_grad_batches=accumulate_grad_batches)
@@ -104,6 +114,8 @@ class PhaseTransitionTrainer(RunViews):
         self.should_stop = False
         self._callbacks: list[Callback] = []
         self._order: EpochOrder | None = None
+        self._train_loader: Any = None
+        self._signals: StopSignals | None = None
         self._own_loop_started = False
 
     def __getattr__(self, name: str) -> Any:
@@ -131,10 +143,19 @@ class PhaseTransitionTrainer(RunViews):
         num_epochs: int = 10,
         callbacks: Sequence[Callback | Callable] | None = None,
         resume_from: str | Path | None = None,
+        *,
+        allow_changes: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Train for `num_epochs` epochs (in total, counting those before a resume) and return the
         results: the training summary plus `history` (the metric store as a plain dict) and paths.
-        `resume_from`: a checkpoint path, or "latest" for the newest valid one in `log_dir`."""
+
+        `resume_from`: a checkpoint path, or "latest" for this run's newest valid one in `log_dir`.
+        A resume first compares the checkpoint with the model, optimizer, scheduler and loader and
+        refuses any difference (a ValueError listing them), except those named in `allow_changes`:
+        "lr" and other hyperparameter names of the optimizer (the values you set now are kept), or
+        "batch_size" (from a checkpoint at an epoch boundary). The first Ctrl-C
+        or SIGTERM finishes the current update, writes a checkpoint and returns with
+        stop_reason "interrupted"; a second one stops at once."""
         check_int("num_epochs", num_epochs)
         check_loader("train_loader", train_loader)
         if val_loader is not None:
@@ -142,30 +163,38 @@ class PhaseTransitionTrainer(RunViews):
         self._callbacks = build_callbacks(callbacks, self.config.early_stopping_patience,
                                           self.config.early_stopping_min_delta)
         self.should_stop = False
-        self._order = EpochOrder(train_loader)
-        replay = self._resume(resume_from) if resume_from is not None else None
-        per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
-        total = num_epochs * per_epoch // self.config.accumulate_grad_batches if per_epoch else None
-        self.recorder.start(self.device, planned_steps=total, optimizer=self.optimizer)
-        bar = progress_bar(self.config.progress_bar if self.is_main_process else False, total, self.state.step)
+        self._order, self._train_loader = EpochOrder(train_loader), train_loader
+        # a resume, or this trainer's own run going on (a second train() call), keeps the folder's files
+        self.recorder.open_folder(resuming=resume_from is not None or self.recorder.run_id is not None)
         error: BaseException | None = None
+        signals = self._signals = StopSignals()
+        bar = None
         try:
-            for callback in self._callbacks:
-                callback.on_train_start(self)
-            while self.state.epoch < num_epochs and not self.should_stop:
-                self._train_epoch(train_loader, bar, replay)
-                replay = None
-                if self.should_stop and self.state.batch_in_epoch:
-                    break
-                self._end_epoch(val_loader)
-            self.state.finished = True
-            self.recorder.save_checkpoint("final_model.pt", self._checkpoint())
+            replay = self._resume(resume_from, train_loader, allow_changes) if resume_from is not None else None
+            per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
+            total = num_epochs * per_epoch // self.config.accumulate_grad_batches if per_epoch else None
+            self.recorder.start(self.device, planned_steps=total, optimizer=self.optimizer)
+            bar = progress_bar(self.config.progress_bar if self.is_main_process else False, total, self.state.step)
+            with signals:
+                for callback in self._callbacks:
+                    callback.on_train_start(self)
+                while self.state.epoch < num_epochs and not self.should_stop:
+                    self._train_epoch(train_loader, bar, replay)
+                    replay = None
+                    if self.should_stop and self.state.batch_in_epoch:
+                        break
+                    self._end_epoch(val_loader)
+                if not signals.interrupted:
+                    self.state.finished = True
+                    self.recorder.save_checkpoint("final_model.pt", self._checkpoint())
         except BaseException as raised:
             error = raised
             raise
         finally:
-            bar.close()
-            self.recorder.finish(error)
+            if bar is not None:
+                bar.close()
+            self._signals = None
+            self.recorder.finish(error, interrupted=signals.interrupted and error is None)
         results = self.get_training_summary()
         results.update(history=self.history.to_dict(), log_dir=str(self.log_dir))
         for callback in self._callbacks:
@@ -176,12 +205,16 @@ class PhaseTransitionTrainer(RunViews):
         """Restore model, optimizer, scheduler, step, epoch and metric history from `path`
         (loaded with `weights_only=True`) and return the checkpoint dict."""
         checkpoint = load_checkpoint_file(path, map_location=self.device)
+        validate_checkpoint(checkpoint, path)
+        self._restore(checkpoint)
+        return checkpoint
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.module.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler") is not None:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.recorder.load_state_dict(checkpoint)
-        return checkpoint
 
     def log_step(self, step: int, epoch: int, loss: float | torch.Tensor, acc: float | torch.Tensor | None = None,
                  grad_norm: float | torch.Tensor | None = None, *, batch: tuple[Any, Any] | None = None,
@@ -265,7 +298,10 @@ class PhaseTransitionTrainer(RunViews):
         window.add_grad_norm(grad_norm)
         if step % self.config.log_freq == 0:
             self._log_train_record(step, bar)
-        if self.config.checkpoint_freq and step % self.config.checkpoint_freq == 0:
+        if self._stop_signalled():
+            self.request_stop("interrupted")
+            self.recorder.save_step_checkpoint(self._checkpoint())
+        elif self.config.checkpoint_freq and step % self.config.checkpoint_freq == 0:
             self.recorder.save_step_checkpoint(self._checkpoint())
 
     def _end_epoch(self, val_loader: Iterable | None) -> None:
@@ -309,9 +345,12 @@ class PhaseTransitionTrainer(RunViews):
         that update), not a failure."""
         total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         checked_norm = grad_norm if grad_norm is not None and self.config.precision != "fp16" else None
-        if distributed.is_distributed():
+        if distributed.is_distributed():  # the stop signals of all ranks travel in the same reduction
             both = total if checked_norm is None else total + checked_norm
-            finite = not distributed.all_reduce_sum((~torch.isfinite(both)).double().reshape(1)).item()
+            flags = torch.stack([(~torch.isfinite(both)).double(), torch.tensor(float(self._signalled_here()),
+                                                                            dtype=torch.float64, device=self.device)])
+            nonfinite, signalled = distributed.all_reduce_sum(flags).tolist()
+            finite, self._any_rank_signalled = not nonfinite, bool(signalled)
         else:  # two scalar reads cost less than one more kernel
             finite = math.isfinite(total.item()) and (checked_norm is None or math.isfinite(checked_norm.item()))
         if finite:
@@ -328,6 +367,15 @@ class PhaseTransitionTrainer(RunViews):
             raise FloatingPointError(message + f"; last finite state saved as checkpoint_step_{self.state.step}.pt")
         self.request_stop(message + f"; stopped, last finite state saved as checkpoint_step_{self.state.step}.pt")
         return False
+
+    def _signalled_here(self) -> bool:
+        return self._signals is not None and self._signals.interrupted
+
+    def _stop_signalled(self) -> bool:
+        """Ctrl-C or SIGTERM arrived (on any rank: under DDP the flag rides on the per-update reduction)."""
+        if distributed.is_distributed():
+            return getattr(self, "_any_rank_signalled", False)
+        return self._signalled_here()
 
     def _log_train_record(self, step: int, bar: Any) -> None:
         record = self.recorder.record_window(step, {"lr": self._lr(), "epoch": self.state.epoch})
@@ -366,15 +414,27 @@ class PhaseTransitionTrainer(RunViews):
             "rng": self._order.now() if self._order is not None else None,
             "rng_epoch_start": self._order.epoch_start if self._order is not None else None,
             "callbacks": [c.state_dict() for c in self._callbacks],
+            **resume_fields(self.optimizer, self.scheduler, self._train_loader),
         }
 
-    def _resume(self, resume_from: str | Path) -> tuple[dict, dict]:
-        """Restore everything from a checkpoint; return the RNG states that replay its epoch."""
+    def _resume(self, resume_from: str | Path, loader: Any, allow_changes: Sequence[str]) -> tuple:
+        """Check the checkpoint against what is live, then restore everything from it; return the
+        RNG states that replay its epoch."""
         if str(resume_from) == "latest":
-            path, _ = self.recorder.latest_checkpoint(map_location=self.device)
+            path, checkpoint = self.recorder.latest_checkpoint(map_location=self.device)
         else:
             path = Path(resume_from)
-        checkpoint = self.load_checkpoint(path)
+            checkpoint = load_checkpoint_file(path, map_location=self.device)
+        validate_checkpoint(checkpoint, path)
+        live = hyperparameters(self.optimizer)
+        accepted = check_resume_compatible(checkpoint, model=self.module, optimizer=self.optimizer,
+                                           scheduler=self.scheduler, train_loader=loader,
+                                           allow_changes=allow_changes, path=path)
+        for change in accepted:
+            warnings.warn(f"resuming with a change you allowed: {change}", UserWarning, stacklevel=3)
+        self.recorder.adopt_run(checkpoint)
+        self._restore(checkpoint)
+        reapply_hyperparameters(self.optimizer, live, allow_changes, self.scheduler)
         self._update.load_state_dict(checkpoint["update"])
         for callback, state in zip(self._callbacks, checkpoint["callbacks"]):
             callback.load_state_dict(state)
@@ -386,6 +446,7 @@ class PhaseTransitionTrainer(RunViews):
             raise ValueError("track_hessian=True in a hand-written loop needs curvature batches: pass "
                              "hessian_batches=[(inputs, targets), ...] to the trainer, or "
                              "log_step(..., batch=(inputs, targets)); got neither")
+        self.recorder.open_folder(resuming=self.recorder.run_id is not None)
         self.recorder.start(self.device, optimizer=self.optimizer)
         self._own_loop_started = True
 

@@ -49,13 +49,6 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
 
 
-def check_log_dir(log_dir: Any) -> None:
-    """`log_dir` must be None (a fresh timestamped folder), a str or an os.PathLike."""
-    if log_dir is not None and not isinstance(log_dir, (str, Path)) and not hasattr(log_dir, "__fspath__"):
-        raise TypeError(f"log_dir must be a str or pathlib.Path (or None for runs/run_<timestamp>), "
-                        f"got {log_dir!r} ({type(log_dir).__name__})")
-
-
 def default_log_dir() -> Path:
     """`runs/run_<YYYYmmdd-HHMMSS>`: where a run goes when no `log_dir` is given."""
     return Path("runs") / datetime.now().strftime("run_%Y%m%d-%H%M%S")
@@ -76,12 +69,16 @@ def jsonable_setting(value: Any) -> Any:
 
 def optimizer_settings(optimizer: Any) -> dict[str, Any]:
     """An optimizer's class and the hyperparameters of its first parameter group (lr, momentum,
-    weight_decay, betas, ...), as JSON values: what `phasetrain compare --by weight_decay` reads."""
+    weight_decay, betas, ...), as JSON values: what `phasetrain compare --by weight_decay` reads.
+    Under a scheduler, `lr` is the rate the schedule started from (`initial_lr`), not its position."""
     group = optimizer.param_groups[0]
     settings: dict[str, Any] = {"class": type(optimizer).__name__}
     for name, value in group.items():
-        if name != "params" and (value is None or isinstance(value, (bool, int, float, str, tuple, list))):
+        if name not in ("params", "initial_lr") and (value is None or isinstance(value, (bool, int, float, str,
+                                                                                             tuple, list))):
             settings[name] = jsonable_setting(value)
+    if "initial_lr" in group:
+        settings["lr"] = jsonable_setting(group["initial_lr"])
     return settings
 
 
@@ -117,6 +114,9 @@ class RecordingConfig:
     """Keep only the newest K step checkpoints (best_model.pt and final_model.pt are always kept)."""
     watch_metrics: Sequence[str] = KEY_METRICS
     """Metrics the online detector watches (on_phase_transition fires for their transitions)."""
+    overwrite: bool = False
+    """A new run in a folder that holds another run's files: False refuses (naming the ways out);
+    True deletes that run's files first (all of them, never other files)."""
     watch_window: int | None = None
     """The online detector's smallest window in steps (at least 10 records of a metric). None: the
     automatic window of offline detection, 1% of the planned run (100 steps when the length of the
@@ -128,15 +128,21 @@ class RecordingConfig:
     def check(self) -> None:
         """Raise ValueError/TypeError naming the first bad setting, its value and what is allowed."""
         from phasetrain.monitors.hessian import HESSIAN_METHODS
+        from phasetrain.run.files import check_log_dir
+        from phasetrain.run.names import check_watch_metrics
         from phasetrain.run.streams import check_logger_spec
 
-        check_log_dir(self.log_dir)
+        if self.log_dir is not None:
+            check_log_dir(self.log_dir)
+        if not isinstance(self.overwrite, bool):
+            raise TypeError(f"overwrite must be True or False, got {self.overwrite!r}")
         for name in ("log_freq", "hessian_freq", "hessian_k"):
             check_int(name, getattr(self, name))
         check_int("watch_window", self.watch_window, allow_none=True)
         check_int("keep_last_checkpoints", self.keep_last_checkpoints, allow_none=True)
         check_choice("hessian_method", self.hessian_method, HESSIAN_METHODS)
         check_metric_names("watch_metrics", self.watch_metrics)
+        check_watch_metrics(self.watch_metrics, [name for m in self.monitors for name in getattr(m, "names", ())])
         check_logger_spec(self.loggers)
         for index, monitor in enumerate(self.monitors):
             if not (hasattr(monitor, "should_run") and hasattr(monitor, "compute")):

@@ -31,13 +31,14 @@ from phasetrain.detect import Transition, detect_in_history
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.norms import WeightNormMonitor
 from phasetrain.run.averages import EpochTotals, StepAccumulator
-from phasetrain.run.checkpoints import checkpoint_path, latest_checkpoint, save_checkpoint, step_checkpoints
+from phasetrain.run.checkpoints import checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
 from phasetrain.run.config import RecordingConfig, check_int, default_log_dir, optimizer_settings
 from phasetrain.run.distributed import barrier, broadcast_object, is_distributed, rank
 from phasetrain.run.files import prepare_log_dir
+from phasetrain.run.folder import RunFolder, open_run_folder
 from phasetrain.run.history import MetricHistory, load_metrics, save_metrics
 from phasetrain.run.state import RunState
-from phasetrain.run.streams import make_loggers
+from phasetrain.run.streams import close_loggers, make_loggers
 from phasetrain.run.summary import training_summary
 from phasetrain.run.watch import TransitionWatcher, automatic_window
 
@@ -54,8 +55,8 @@ class RunRecorder:
 
     `config`: what to record and where (checked when built). `framework`: the front end's name,
     stored in the meta ("phasetrain", "lightning", "transformers"). Building a recorder creates
-    the run folder if it is missing and proves it writable, and changes no file in it; files
-    change from `start()` on.
+    the run folder if it is missing and proves it writable, and changes no file in it. Files
+    change only once `open_folder()` has taken the folder for this run (its lock, its owner id).
     """
 
     def __init__(self, config: RecordingConfig, framework: str) -> None:
@@ -79,12 +80,34 @@ class RunRecorder:
         self.streams: list[Any] = []
         self.device = torch.device("cpu")
         self.optimizer: dict[str, Any] | None = None
+        self.folder: RunFolder | None = None
+        self.run_id: str | None = None
         self._clock: float | None = None
         self._metrics_written_at = 0.0
         self._best_changed = False
         self._warned_order: set[str] = set()
 
     # ------------------------------------------------------------------ run boundaries
+    def open_folder(self, resuming: bool) -> None:
+        """Take the run folder for this run before anything is written: its lock (one writer), its
+        owner (a new run refuses another run's files unless `overwrite`; a resume reads the id of
+        the run it continues), and the removal of temp files that killed writes left. Rank 0
+        takes the folder; every rank learns the run id."""
+        if self.folder is None and self.writes:
+            self.folder = open_run_folder(self.log_dir, resuming=resuming, overwrite=self.config.overwrite)
+        run_id = self.folder.run_id if self.folder is not None else None
+        self.run_id = broadcast_object(run_id) if is_distributed() else run_id
+
+    def adopt_run(self, checkpoint: dict[str, Any]) -> None:
+        """A resume in a folder that names no owner (written before run ids existed, or a
+        checkpoint brought from elsewhere): the checkpoint's run id, or a new one, owns it now."""
+        if self.folder is not None and self.folder.run_id is None:
+            from phasetrain.run.ownership import new_run_id
+
+            self.folder.adopt(checkpoint.get("run_id") or new_run_id())
+        run_id = self.folder.run_id if self.folder is not None else checkpoint.get("run_id")
+        self.run_id = broadcast_object(run_id) if is_distributed() else run_id
+
     def start(self, device: torch.device, planned_steps: int | None = None, optimizer: Any = None) -> None:
         """The run (or its resumed part) begins: per-step figures live on `device`, the online
         window follows `planned_steps` when `watch_window` is None, the streams open (rank 0)
@@ -99,26 +122,36 @@ class RunRecorder:
             self.window.load_state_dict(pending)
         if self.config.watch_window is None:
             self.watcher.window_size = automatic_window(planned_steps)
-        if self.writes and not self.streams:
+        if self.folder is not None and not self.streams:
             self.streams = make_loggers(self.config.loggers, self.log_dir)
         for stream in self.streams:
             if hasattr(stream, "rewind"):
                 stream.rewind(self.history)
         self.state.finished = False
+        self.state.stop_reason, self.state.stopped_early = None, False  # a resumed run is running again
         self._clock = time.perf_counter()
 
-    def finish(self, error: BaseException | None = None) -> Path:
-        """The run ends: normally (`error` None: finished), or by `error` (its type and message
-        become the stop reason unless one is set). Writes metrics.json and closes the streams."""
-        if error is None:
+    def finish(self, error: BaseException | None = None, interrupted: bool = False) -> Path:
+        """The run ends: normally, by a stop signal (`interrupted`: stop_reason "interrupted"), or
+        by `error` (its type and message become the stop reason unless one is set). Writes
+        metrics.json, closes the streams and releases the folder."""
+        if interrupted:
+            self.state.stop_reason = "interrupted"
+        elif error is None:
             self.state.finished = True
         elif self.state.stop_reason is None:
             self.state.stop_reason = f"{type(error).__name__}: {error}".strip()
-        path = self.save_metrics()
-        for stream in self.streams:
-            stream.close()
-        self.streams = []
-        self._clock = None
+        try:
+            path = self.save_metrics()
+        finally:
+            streams, self.streams = self.streams, []
+            self._clock = None
+            try:
+                close_loggers(streams)
+            finally:
+                if self.folder is not None:
+                    self.folder.close()
+                    self.folder = None
         return path
 
     def _tick(self) -> None:
@@ -213,7 +246,7 @@ class RunRecorder:
         """Write metrics.json atomically (rank 0) and flush the streams; returns its path."""
         self._tick()
         path = self.log_dir / "metrics.json"
-        if self.writes:
+        if self.folder is not None:  # only a run that holds its folder writes into it
             save_metrics(path, self.history, self.meta())
             for stream in self.streams:
                 stream.flush()
@@ -229,8 +262,8 @@ class RunRecorder:
         """Write `log_dir/name`: the front end's `payload` (model, optimizer, ...) plus the
         recorder's own state, atomically (rank 0; every rank waits for it)."""
         path = self.log_dir / name
-        if self.writes:
-            save_checkpoint(path, {**payload, **self.state_dict()})
+        if self.folder is not None:
+            save_checkpoint(path, {**payload, **self.state_dict(), "run_id": self.run_id})
         barrier()
         return path
 
@@ -240,14 +273,14 @@ class RunRecorder:
         path = self.save_checkpoint(checkpoint_path(self.log_dir, self.state.step).name, payload)
         self.save_metrics()
         keep = self.config.keep_last_checkpoints
-        if keep is not None and self.writes:
-            for _, old in step_checkpoints(self.log_dir)[:-keep]:
-                old.unlink(missing_ok=True)
+        if keep is not None and self.folder is not None:
+            prune_checkpoints(self.log_dir, keep, self.run_id)
         return path
 
     def latest_checkpoint(self, map_location: Any) -> tuple[Path, dict[str, Any]]:
-        """The newest readable checkpoint of the run folder (see `checkpoints.latest_checkpoint`)."""
-        return latest_checkpoint(self.log_dir, map_location=map_location)
+        """The newest readable checkpoint of this run in its folder (another run's files are never
+        seen; unreadable files are skipped with a warning naming them)."""
+        return latest_checkpoint(self.log_dir, map_location=map_location, run_id=self.run_id)
 
     # ------------------------------------------------------------------ reading back
     @property
@@ -273,6 +306,7 @@ class RunRecorder:
         self._tick()
         return {
             **self.state.summary_fields(),
+            "run_id": self.run_id,
             "log_dir": str(self.log_dir),
             "device": str(self.device),
             "framework": self.framework,

@@ -35,7 +35,7 @@ TRAINER_CHECKPOINT_KEYS: dict[str, tuple[type, ...]] = {
     "step": (int,), "epoch": (int,), "model": (dict,), "optimizer": (dict,), "scheduler": (dict, type(None)),
     "update": (dict,), "history": (dict,), "run_state": (dict,), "rng": (dict, type(None)),
     "rng_epoch_start": (dict, type(None)),
-    "callbacks": (list,), "monitors": (list,), "watcher": (dict,),
+    "callbacks": (list,), "monitors": (list,), "watcher": (dict,), "window": (dict,), "epoch_totals": (dict,),
 }
 # written since run ids exist; optional so older checkpoints stay readable
 OPTIONAL_CHECKPOINT_KEYS: dict[str, tuple[type, ...]] = {
@@ -164,7 +164,7 @@ def check_resume_compatible(checkpoint: Mapping[str, Any], *, model: nn.Module, 
         refused.append(f"scheduler: the checkpoint was saved {'without' if checkpoint.get('scheduler') is None else 'with'} "
                        f"one, the live run has {'one' if scheduler is not None else 'none'}")
     for line, key in _group_differences(checkpoint["optimizer"]["param_groups"], optimizer.param_groups):
-        (accepted if key in allowed else refused).append(line)
+        (accepted if key in allowed or (key == "initial_lr" and "lr" in allowed) else refused).append(line)
     if train_loader is not None and isinstance(checkpoint.get("data"), dict):
         live = data_description(train_loader)
         changed = [f"{name}: checkpoint {checkpoint['data'].get(name)!r}, live {live[name]!r}" for name in live
@@ -250,7 +250,9 @@ def _group_differences(saved: Sequence[Mapping[str, Any]], live: Sequence[Mappin
             line = (f"optimizer group {index}: {len(old['params'])} parameters in the checkpoint, "
                     f"{len(new['params'])} live")
             found.append((line, ""))
-        for key in sorted((set(old) | set(new)) - {"params"} - IMPLEMENTATION_KEYS):
+        # under a scheduler, lr is the schedule's position (restored with it); its start, initial_lr, is the setting
+        scheduled = {"lr"} if "initial_lr" in old and "initial_lr" in new else set()
+        for key in sorted((set(old) | set(new)) - {"params"} - IMPLEMENTATION_KEYS - scheduled):
             if key not in old or key not in new:
                 side = "the checkpoint" if key not in old else "the live optimizer"
                 found.append((f"optimizer group {index}: {key!r} is missing from {side}", ""))
