@@ -26,9 +26,11 @@ def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = KEY
 
 
 def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Summary dict: the keys of the original specification (`final_train_acc`, `phase_transitions`, `total_training_steps`)
-    plus final/best losses and accuracies, best step, epochs run, early stop, wall time."""
+    """Summary dict: the keys of the original specification (`final_train_acc`, `phase_transitions`,
+    `total_training_steps`) plus how the run ended (`status`), final/best losses and accuracies, best
+    step, epochs run, early stop, skipped non-finite updates, wall time."""
     return {
+        "status": run_status(meta, _last_step(history)),
         "final_train_loss": _last(history, "train_loss"),
         "final_train_acc": _last(history, "train_acc"),
         "final_val_loss": _last(history, "val_loss"),
@@ -40,9 +42,27 @@ def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[st
         "epochs_run": meta.get("epochs_run"),
         "stopped_early": meta.get("stopped_early", False),
         "stop_reason": meta.get("stop_reason"),
+        "nonfinite_skipped": meta.get("nonfinite_skipped", 0),
         "wall_time_s": meta.get("wall_time_s"),
         "phase_transitions": transitions_by_metric(history),
     }
+
+
+def run_status(meta: Mapping[str, Any], last_step: int) -> str:
+    """How a run ended, in words: "finished", "finished (early stopping)", "interrupted at step s",
+    "stopped at step s: <reason>", or "running or killed at step s" (no end was written); "unknown"
+    for runs from other tools, whose files do not say."""
+    if "finished" not in meta:
+        return "unknown"
+    step = meta.get("total_training_steps", last_step)
+    reason = meta.get("stop_reason")
+    if reason == "interrupted":
+        return f"interrupted at step {step}"
+    if reason and not meta.get("stopped_early"):  # a non-finite loss, an exception, a callback's stop
+        return f"stopped at step {step}: {reason}"
+    if meta["finished"]:
+        return "finished (early stopping)" if meta.get("stopped_early") else "finished"
+    return f"running or killed at step {step}"
 
 
 def _last(history: MetricHistory, name: str) -> float | None:
