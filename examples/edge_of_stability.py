@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainer = PhaseTransitionTrainer(
         model, optimizer, half_squared_error, device=args.device, log_dir=args.log_dir, log_freq=args.hessian_freq,
         checkpoint_freq=None, accuracy_fn=onehot_accuracy, monitors=[sharpness], progress_bar=False,
+        overwrite=True,  # running the example again replaces its previous run in the same folder
     )
     limit = 2.0 / args.lr
     if not args.quiet:

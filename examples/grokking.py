@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainer = PhaseTransitionTrainer(
         model, optimizer, nn.CrossEntropyLoss(), device=args.device, log_dir=args.log_dir,
         log_freq=10, checkpoint_freq=None, monitors=[curvature], progress_bar=False,
+        overwrite=True,  # running the example again replaces its previous run in the same folder
     )
     if not args.quiet:
         print(f"grokking: (a + b) mod {args.p}, {len(train[1])} training pairs ({args.train_frac:.0%}), "

@@ -37,14 +37,14 @@ def new_model() -> tuple[nn.Module, optim.Optimizer, nn.Module]:
 def pattern_1_replace_loop(log_dir: Path, epochs: int, train_loader, val_loader) -> dict:
     """Instead of your custom training loop."""
     model, optimizer, loss_fn = new_model()
-    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, log_dir=log_dir / "pattern1")
+    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, log_dir=log_dir / "pattern1", overwrite=True)
     return trainer.train(train_loader, val_loader, num_epochs=epochs)
 
 
 def pattern_2_monitoring_wrapper(log_dir: Path, epochs: int, train_loader) -> PhaseTransitionTrainer:
     """Keep your existing training loop, add monitoring."""
     model, optimizer, loss_fn = new_model()
-    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, track_gradients=True, log_dir=log_dir / "pattern2")
+    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, track_gradients=True, log_dir=log_dir / "pattern2", overwrite=True)
     step = 0
     for epoch in range(epochs):
         for batch_idx, (data, target) in enumerate(train_loader):
@@ -76,7 +76,7 @@ def pattern_3_callbacks(log_dir: Path, epochs: int, train_loader, val_loader) ->
             messages.append(f"Phase transition detected at step {transitions[-1]}")
 
     model, optimizer, loss_fn = new_model()
-    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, log_dir=log_dir / "pattern3")
+    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, log_dir=log_dir / "pattern3", overwrite=True)
     trainer.train(train_loader, val_loader, num_epochs=epochs, callbacks=[training_callback])
     return messages
 

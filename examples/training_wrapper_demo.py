@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         log_dir=args.log_dir,
         checkpoint_freq=100,
         log_freq=10,
+        overwrite=True,  # running the demo again replaces its previous run in the same folder
     )
     results = trainer.train(train_loader=train_loader, val_loader=val_loader, num_epochs=args.epochs)
 
