@@ -138,9 +138,11 @@ def test_a_resume_with_another_optimizer_or_batch_size_is_refused_before_anythin
     make_trainer(tmp_path, optimizer=lambda p: optim.Adam(p, lr=1e-2), checkpoint_freq=4).train(*loaders, num_epochs=1)
     other = make_trainer(tmp_path, optimizer=lambda p: optim.AdamW(p, lr=1e-3, weight_decay=1.0))
     untouched = weights(other)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(ResumeMismatch, match="Adam.*AdamW"):
         other.train(*loaders, num_epochs=2, resume_from="latest")
     assert all(torch.equal(weights(other)[n], t) for n, t in untouched.items())
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files  # the run is as it was
     smaller = torch.utils.data.DataLoader(loaders[0].dataset, batch_size=8)
     same = make_trainer(tmp_path, optimizer=lambda p: optim.Adam(p, lr=1e-2))
     with pytest.raises(ResumeMismatch, match="batch_size"):

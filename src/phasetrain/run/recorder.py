@@ -82,6 +82,7 @@ class RunRecorder:
         self.optimizer: dict[str, Any] | None = None
         self.folder: RunFolder | None = None
         self.run_id: str | None = None
+        self.started = False
         self._clock: float | None = None
         self._metrics_written_at = 0.0
         self._best_changed = False
@@ -130,11 +131,13 @@ class RunRecorder:
         self.state.finished = False
         self.state.stop_reason, self.state.stopped_early = None, False  # a resumed run is running again
         self._clock = time.perf_counter()
+        self.started = True
 
     def finish(self, error: BaseException | None = None, interrupted: bool = False) -> Path:
         """The run ends: normally, by a stop signal (`interrupted`: stop_reason "interrupted"), or
         by `error` (its type and message become the stop reason unless one is set). Writes
-        metrics.json, closes the streams and releases the folder."""
+        metrics.json (if the run got as far as `start()`: a resume refused before it leaves the
+        folder's files as they were), closes the streams and releases the folder."""
         if interrupted:
             self.state.stop_reason = "interrupted"
         elif error is None:
@@ -142,8 +145,9 @@ class RunRecorder:
         elif self.state.stop_reason is None:
             self.state.stop_reason = f"{type(error).__name__}: {error}".strip()
         try:
-            path = self.save_metrics()
+            path = self.save_metrics() if self.started else self.log_dir / "metrics.json"
         finally:
+            self.started = False
             streams, self.streams = self.streams, []
             self._clock = None
             try:
