@@ -111,7 +111,8 @@ def lightning_step_time(widths: tuple[int, ...], loader: DataLoader, steps: int,
     return clock.per_step()
 
 
-def plain_step_time(widths: tuple[int, ...], loader: DataLoader, warmup: int, device: torch.device) -> tuple[float, float]:
+def plain_step_time(widths: tuple[int, ...], loader: DataLoader, warmup: int,
+                    device: torch.device) -> tuple[float, float]:
     """(wall, CPU) seconds per steady-state step of the loop a researcher writes by hand."""
     torch.manual_seed(0)
     model = mlp(widths).to(device)
@@ -158,7 +159,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 for stable timings on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 for stable timings on a shared machine)")
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--label", default="cpu", help="key of these results in the JSON file")
     parser.add_argument("--small", action="store_true", help="the tiny MLP only, few steps (for CI); writes nothing")

@@ -93,11 +93,13 @@ def main() -> None:
     torch.set_num_threads(1)
     store = history_cost(args.records)
     print(f"MetricHistory, {store['records']:,} records x {store['metrics']} metrics: {store['store_mb']:.1f} MB "
-          f"({store['bytes_per_record_per_metric']:.1f} B per value); metrics.json {store['file_mb']:.0f} MB written in "
+          f"({store['bytes_per_record_per_metric']:.1f} B per value); "
+          f"metrics.json {store['file_mb']:.0f} MB written in "
           f"{store['save_seconds']:.2f} s with {store['save_peak_extra_mb']:.0f} MB extra at peak")
     run = long_run(args.steps)
     print(f"tiny run, {run['steps']:,} steps logged every step ({run['records_per_step']} metrics): RSS "
-          f"{run['rss_start_mb']:.0f} -> {run['rss_end_mb']:.0f} MB, growth {run['rss_growth_mb_per_100k_steps']:.1f} MB "
+          f"{run['rss_start_mb']:.0f} -> {run['rss_end_mb']:.0f} MB, "
+          f"growth {run['rss_growth_mb_per_100k_steps']:.1f} MB "
           f"per 10^5 steps, peak RSS {run['peak_rss_mb']:.0f} MB, {run['seconds']:.0f} s")
     if not args.small:
         RESULTS.parent.mkdir(exist_ok=True)

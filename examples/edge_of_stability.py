@@ -79,7 +79,8 @@ def settling_transition(found: list[Transition], limit: float) -> Transition | N
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log-dir", default="runs/edge_of_stability", help="run folder (metrics.json, final and best model)")
+    parser.add_argument("--log-dir", default="runs/edge_of_stability",
+                        help="run folder (metrics.json, final and best model)")
     parser.add_argument("--lr", type=float, default=None,
                         help="GD step size (the stability limit is 2/lr); default 0.1, --small 0.15")
     parser.add_argument("--steps", type=int, default=None, help="full-batch GD steps; default 1500, --small 500")

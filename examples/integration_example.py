@@ -44,7 +44,8 @@ def pattern_1_replace_loop(log_dir: Path, epochs: int, train_loader, val_loader)
 def pattern_2_monitoring_wrapper(log_dir: Path, epochs: int, train_loader) -> PhaseTransitionTrainer:
     """Keep your existing training loop, add monitoring."""
     model, optimizer, loss_fn = new_model()
-    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, track_gradients=True, log_dir=log_dir / "pattern2", overwrite=True)
+    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, track_gradients=True, log_dir=log_dir / "pattern2",
+                                     overwrite=True)
     step = 0
     for epoch in range(epochs):
         for batch_idx, (data, target) in enumerate(train_loader):
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = pattern_1_replace_loop(log_dir, args.epochs, train_loader, val_loader)
     print(f"1. trainer.train: {results['total_training_steps']} steps, final val acc {results['final_val_acc']:.3f}")
     wrapped = pattern_2_monitoring_wrapper(log_dir, args.epochs, train_loader)
-    print(f"2. own loop + log_step: {len(wrapped.history.steps('train_loss'))} records in {wrapped.log_dir / 'metrics.json'}")
+    print(f"2. own loop + log_step: {len(wrapped.history.steps('train_loss'))} records in "
+          f"{wrapped.log_dir / 'metrics.json'}")
     messages = pattern_3_callbacks(log_dir, args.epochs, train_loader, val_loader)
     print("3. callbacks said:", *messages[:5], sep="\n   ")
     return {"results": results, "wrapped": wrapped, "messages": messages}

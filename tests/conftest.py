@@ -25,4 +25,5 @@ def loaders() -> tuple[DataLoader, DataLoader]:
     data = make_classification()
     train = TensorDataset(*data[:192])
     val = TensorDataset(*data[192:])
-    return DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(1)), DataLoader(val, batch_size=32)
+    return (DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(1)),
+            DataLoader(val, batch_size=32))

@@ -54,7 +54,8 @@ def test_report_out_window_size_and_xscale_options(run_dir, tmp_path, capsys, mo
 
     monkeypatch.setattr(cli, "plot_run", spy)
     code, out, _ = _run(
-        capsys, "report", run_dir / "metrics.json", "--out", tmp_path / "r.png", "--window-size", 150, "--xscale", "linear"
+        capsys, "report", run_dir / "metrics.json", "--out", tmp_path / "r.png", "--window-size", 150,
+        "--xscale", "linear"
     )
     assert code == 0
     assert out.split() == [str(tmp_path / "r.png"), str(tmp_path / "r.html")]
@@ -134,7 +135,8 @@ def test_detect_unknown_metric_exits_1_listing_the_recorded_metrics(run_dir, cap
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["report"], ["frobnicate", "x"], ["detect", "x"], ["report", "x", "--window-size", "0"], ["report", "x", "--xscale", "ln"]],
+    [[], ["report"], ["frobnicate", "x"], ["detect", "x"], ["report", "x", "--window-size", "0"],
+     ["report", "x", "--xscale", "ln"]],
 )
 def test_bad_arguments_exit_2_with_usage(capsys, argv):
     code, _, err = _run(capsys, *argv)

@@ -56,7 +56,8 @@ def test_compare_runs_finds_each_runs_jump_and_reads_the_config_value(runs):
 def test_the_table_lists_every_run_with_its_config_value_and_transition_steps(runs):
     comparison = compare_runs(runs, by="weight_decay")
     lines = comparison.table().splitlines()
-    assert lines[0].split() == ["run", "weight_decay", "format", "records", "last", "step", "transitions", "of", "val_acc"]
+    assert lines[0].split() == ["run", "weight_decay", "format", "records", "last", "step", "transitions", "of",
+                                "val_acc"]
     for line, run in zip(lines[1:], comparison.runs):
         step = run.transitions[0]["step"]
         assert line.split()[:6] == [run.label, f"{run.config_value:g}", "phasetrain", "300", "3,000", "up"]
@@ -109,7 +110,8 @@ def test_labels_grow_parent_folders_until_unique(tmp_path):
 
 
 def test_errors_name_the_run_and_list_what_it_recorded(runs, tmp_path):
-    with pytest.raises(ValueError, match=r"wd_0\.1.*'val_loss' was not recorded; recorded metrics: train_loss, val_acc"):
+    with pytest.raises(ValueError,
+                       match=r"wd_0\.1.*'val_loss' was not recorded; recorded metrics: train_loss, val_acc"):
         compare_runs(runs, metric="val_loss")
     other = tmp_path / "other.jsonl"
     other.write_text('{"step": 1, "bleu": 0.1}\n{"step": 2, "bleu": 0.2}\n')

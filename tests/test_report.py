@@ -101,7 +101,8 @@ def test_plan_panels_hides_epoch_and_metrics_that_never_had_a_finite_value():
 
 @pytest.mark.parametrize(
     "first, last, expected",
-    [(10, 3000, "log"), (10, 1000, "log"), (11, 1000, "linear"), (1, 50, "linear"), (0, 5000, "symlog"), (0, 50, "linear")],
+    [(10, 3000, "log"), (10, 1000, "log"), (11, 1000, "linear"), (1, 50, "linear"), (0, 5000, "symlog"),
+     (0, 50, "linear")],
 )
 def test_choose_xscale_uses_log_steps_when_the_first_step_is_below_one_percent_of_the_last(first, last, expected):
     history = MetricHistory()
@@ -157,7 +158,8 @@ def test_build_figure_has_one_titled_axes_per_panel_on_log_steps_with_the_transi
 
 
 def test_build_figure_merges_the_labels_of_close_same_direction_transitions_of_one_metric():
-    close = {"val_acc": [{"step": 1500, "direction": "up"}, {"step": 1560, "direction": "up"}, {"step": 40, "direction": "down"}]}
+    close = {"val_acc": [{"step": 1500, "direction": "up"}, {"step": 1560, "direction": "up"},
+                         {"step": 40, "direction": "down"}]}
     figure = build_figure(synthetic_history(), close)
     accuracy = next(ax for ax in figure.axes if ax.get_title(loc="left") == "Accuracy")
     assert sorted(text.get_text() for text in accuracy.texts) == ["val_acc ↑ 1,500, 1,560", "val_acc ↓ 40"]

@@ -34,6 +34,7 @@ def test_integration_example_runs_all_three_patterns(tmp_path):
     assert out["results"]["epochs_run"] == 3
     wrapped = out["wrapped"]
     assert wrapped.history.steps("train_loss").tolist() == list(range(10, 39, 10))
-    assert json.loads((tmp_path / "pattern2" / "metrics.json").read_text())["metrics"]["grad_norm"]["steps"] == [10, 20, 30]
+    assert (json.loads((tmp_path / "pattern2" / "metrics.json").read_text())["metrics"]["grad_norm"]["steps"]
+            == [10, 20, 30])
     for pattern in ("pattern1", "pattern3"):
         assert (tmp_path / pattern / "final_model.pt").is_file()

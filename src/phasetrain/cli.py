@@ -164,7 +164,8 @@ def _report(args: argparse.Namespace) -> int:
     summary["phase_transitions"] = transitions = _transitions(history, args.window_size)
     _progress("drawing ...")
     title = run_dir.resolve().name
-    png = plot_run(history, args.out or run_dir / "report.png", transitions=transitions, title=title, xscale=args.xscale)
+    png = plot_run(history, args.out or run_dir / "report.png", transitions=transitions, title=title,
+                   xscale=args.xscale)
     page = write_html_report(png, png.with_suffix(".html"), transitions, summary, title=f"phasetrain: {title}",
                              meta=meta)
     print(png)

@@ -70,7 +70,8 @@ class Comparison:
     def table(self) -> str:
         """The transition steps per run as aligned text: run, the `by` value, format, records, last
         step and each transition as 'up 1,510 (1,450-1,560)'."""
-        head = ["run", *([self.by] if self.by else []), "format", "records", "last step", f"transitions of {self.metric}"]
+        head = ["run", *([self.by] if self.by else []), "format", "records", "last step",
+                f"transitions of {self.metric}"]
         rows = [head]
         for run in self.runs:
             found = "; ".join(
@@ -227,7 +228,8 @@ def plot_comparison(
     axes = figure.subplots(1, 2 if with_by else 1, squeeze=False, width_ratios=[1.5, 1] if with_by else None)[0]
     ax = axes[0]
     for run, color in zip(runs, colors):
-        label = run.label if not with_by or run.config_note else f"{run.label} ({comparison.by}={_shown(run.config_value)})"
+        label = (run.label if not with_by or run.config_note
+                 else f"{run.label} ({comparison.by}={_shown(run.config_value)})")
         ax.plot(run.steps, run.values, "-", color=color, lw=1.3, label=label)
         for t in run.transitions:
             ax.axvline(t["step"], color=color, ls="--", lw=0.9, alpha=0.8)

@@ -367,7 +367,8 @@ def _label_groups(markers: Sequence[Marker], x_of: Callable[[float], float]) -> 
     return groups
 
 
-def _label_markers(ax: Any, history: MetricHistory, panel: Panel, markers: Sequence[Marker], colors: dict[str, str]) -> None:
+def _label_markers(ax: Any, history: MetricHistory, panel: Panel, markers: Sequence[Marker],
+                   colors: dict[str, str]) -> None:
     """Write the primary markers' labels beside their lines: left of the lines in the right half of
     the axes (so they stay inside), at the first height of `_LABEL_ROWS` where the curves and the
     labels already placed leave the fewest points under them. Call once the axes limits are final."""
@@ -411,7 +412,8 @@ def _story(markers: Sequence[Marker]) -> str:
         steps.setdefault((marker.metric, marker.direction), []).append(marker.step)
     if not steps:
         return "no transitions detected"
-    return "transitions: " + "; ".join(_label_text(metric, direction, found) for (metric, direction), found in steps.items())
+    return "transitions: " + "; ".join(_label_text(metric, direction, found)
+                                       for (metric, direction), found in steps.items())
 
 
 def build_figure(

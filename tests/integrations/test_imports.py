@@ -9,7 +9,8 @@ import pytest
 
 
 def test_core_and_integrations_package_import_no_framework():
-    code = ("import sys, phasetrain, phasetrain.integrations, phasetrain.cli, phasetrain.report, phasetrain.loop.trainer; "
+    code = ("import sys, phasetrain, phasetrain.integrations, phasetrain.cli, phasetrain.report, "
+            "phasetrain.loop.trainer; "
             "print(sorted(m for m in ('lightning', 'transformers', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -115,7 +115,8 @@ def test_metrics_json_has_the_trainers_names_at_the_trainers_steps(run, tmp_path
     history, meta = load_metrics(log_dir / "metrics.json")
     train, val = loaders()
     net = make_net()
-    trainer = PhaseTransitionTrainer(net, torch.optim.SGD(net.parameters(), lr=0.5), F.cross_entropy, device="cpu", log_dir=tmp_path, log_freq=LOG_FREQ,
+    trainer = PhaseTransitionTrainer(net, torch.optim.SGD(net.parameters(), lr=0.5), F.cross_entropy, device="cpu",
+                                     log_dir=tmp_path, log_freq=LOG_FREQ,
                                      checkpoint_freq=None, track_hessian=True, hessian_method="eigenvalues",
                                      hessian_freq=HESSIAN_FREQ, hessian_k=1, gradient_clip=CLIP)
     trainer.train(train, val, num_epochs=2)
@@ -178,7 +179,8 @@ def test_gradient_accumulation_records_per_step_losses(tmp_path):
     np.testing.assert_array_equal(callback.history.steps("train_loss"), [1, 2, 3])
     np.testing.assert_allclose(callback.history.values("train_loss"), np.reshape(module.losses, (3, 2)).mean(axis=1),
                                rtol=1e-6)
-    np.testing.assert_allclose(callback.history.values("grad_norm"), [module.grad_norms[s] for s in (1, 2, 3)], rtol=1e-5)
+    np.testing.assert_allclose(callback.history.values("grad_norm"), [module.grad_norms[s] for s in (1, 2, 3)],
+                               rtol=1e-5)
 
 
 def test_a_lightning_checkpoint_carries_the_history_and_resumes_it_exactly(run, tmp_path):

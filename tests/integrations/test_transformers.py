@@ -71,7 +71,8 @@ class PreClipNorms(TrainerCallback):
         self._squares: dict[int, torch.Tensor] = {}
         self.batch = curvature_batch
         for index, p in enumerate(model.parameters()):
-            p.register_post_accumulate_grad_hook(lambda p, i=index: self._squares.__setitem__(i, (p.grad.double() ** 2).sum()))
+            p.register_post_accumulate_grad_hook(
+                lambda p, i=index: self._squares.__setitem__(i, (p.grad.double() ** 2).sum()))
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         step = state.global_step + 1
@@ -108,7 +109,8 @@ def run(tmp_path_factory):
     """A 12-step run logging every step, with curvature: (callback, reference, log_dir, HF trainer)."""
     root = tmp_path_factory.mktemp("hf")
     callback = PhaseTransitionTrainerCallback(root / "run", track_hessian=True, hessian_method="eigenvalues",
-                                              hessian_freq=HESSIAN_FREQ, hessian_k=1, hessian_batches=[curvature_batch()])
+                                              hessian_freq=HESSIAN_FREQ, hessian_k=1,
+                                              hessian_batches=[curvature_batch()])
     model = TinyClassifier()
     reference = PreClipNorms(model, curvature_batch())
     trainer = train(root / "hf", callback, reference, model=model, logging_steps=1)
@@ -135,7 +137,8 @@ def test_records_are_hfs_own_log_history_under_phasetrain_names(run):
     for ours, theirs in pairs.items():
         entries = [(e["step"], e[theirs]) for e in logged if theirs in e]
         assert callback.history.steps(ours).tolist() == [step for step, _ in entries], ours
-        np.testing.assert_allclose(callback.history.values(ours), [value for _, value in entries], rtol=1e-12, err_msg=ours)
+        np.testing.assert_allclose(callback.history.values(ours), [value for _, value in entries], rtol=1e-12,
+                                   err_msg=ours)
 
 
 def test_grad_norm_is_the_pre_clipping_norm(run):
@@ -196,7 +199,8 @@ def test_phasetrains_metrics_join_hfs_log_history_and_report_to_destinations(tmp
     callback = PhaseTransitionTrainerCallback(tmp_path / "run", track_hessian=True, hessian_method="eigenvalues",
                                               hessian_freq=2, hessian_k=1, hessian_batches=[curvature_batch()])
     x, y = classification_data()
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), report_to=["tensorboard"], use_cpu=True, per_device_train_batch_size=32,
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), report_to=["tensorboard"], use_cpu=True,
+                             per_device_train_batch_size=32,
                              num_train_epochs=1, logging_steps=2, save_strategy="no", disable_tqdm=True,
                              dataloader_num_workers=0, seed=0)
     trainer = Trainer(model=TinyClassifier(), args=args, train_dataset=PairDataset(x[:192], y[:192]))

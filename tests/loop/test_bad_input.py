@@ -66,7 +66,8 @@ def test_model_without_trainable_parameters_is_refused(tmp_path):
 def test_non_module_model_and_non_callable_loss_are_refused(tmp_path):
     model = make_mlp()
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        PhaseTransitionTrainer(lambda x: x, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), log_dir=tmp_path)
+        PhaseTransitionTrainer(lambda x: x, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                               log_dir=tmp_path)
     with pytest.raises(TypeError, match="loss_fn must be callable"):
         PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), "mse", log_dir=tmp_path)
     with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
@@ -87,7 +88,8 @@ def test_empty_loader_fails_before_any_step(tmp_path):
     with pytest.raises(ValueError, match="train_loader is empty"):
         trainer.train(empty, num_epochs=1)
     with pytest.raises(ValueError, match="val_loader is empty"):
-        trainer.train(DataLoader(TensorDataset(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long))), empty, num_epochs=1)
+        trainer.train(DataLoader(TensorDataset(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long))), empty,
+                      num_epochs=1)
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     assert trainer.state.step == 0
 

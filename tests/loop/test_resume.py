@@ -18,7 +18,8 @@ ROOT = str(Path(__file__).resolve().parents[2])
 
 def run_worker(log_dir: Path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, WORKER, str(log_dir), *flags], capture_output=True, text=True,
-                          cwd=ROOT, env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, timeout=120)
+                          cwd=ROOT, env={"PYTHONPATH": ROOT, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                          timeout=120)
 
 
 def stream_values(log_dir: Path) -> list[tuple]:

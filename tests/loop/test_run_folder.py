@@ -128,7 +128,8 @@ def test_the_summary_and_the_cli_say_how_a_run_ended(tmp_path, loaders, capsys):
 def test_a_resume_after_a_nan_stop_forgets_the_stale_stop_message(tmp_path, loaders):
     first = make_trainer(tmp_path, checkpoint_freq=2)
     first.loss_fn = nan_on_call(5)
-    assert first.train(*loaders, num_epochs=2)["status"].startswith("stopped at step 4: non-finite loss or gradient norm at step 5")
+    assert first.train(*loaders, num_epochs=2)["status"].startswith(
+        "stopped at step 4: non-finite loss or gradient norm at step 5")
     again = make_trainer(tmp_path, checkpoint_freq=2)
     summary = again.train(*loaders, num_epochs=2, resume_from="latest")
     assert summary["status"] == "finished" and summary["stop_reason"] is None

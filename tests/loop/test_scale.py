@@ -30,8 +30,10 @@ def train(tmp_path, batches, **kwargs):
 
 def test_accumulating_k_batches_equals_one_batch_k_times_larger(tmp_path):
     generator = torch.Generator().manual_seed(0)
-    small = [(torch.randn(8, 8, generator=generator), torch.randint(0, 3, (8,), generator=generator)) for _ in range(12)]
-    large = [(torch.cat([x for x, _ in small[i:i + 4]]), torch.cat([y for _, y in small[i:i + 4]])) for i in range(0, 12, 4)]
+    small = [(torch.randn(8, 8, generator=generator), torch.randint(0, 3, (8,), generator=generator))
+             for _ in range(12)]
+    large = [(torch.cat([x for x, _ in small[i:i + 4]]), torch.cat([y for _, y in small[i:i + 4]]))
+             for i in range(0, 12, 4)]
     accumulated = train(tmp_path / "a", small, accumulate_grad_batches=4, log_freq=1)
     reference = train(tmp_path / "b", large, log_freq=1)
     assert accumulated.state.step == reference.state.step == 6
@@ -80,7 +82,8 @@ def free_port() -> int:
 def test_two_process_ddp_matches_single_process_over_the_same_global_batches(tmp_path):
     port = free_port()
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.loop.ddp_worker", str(rank), "2", str(port), str(tmp_path)],
+    workers = [subprocess.Popen([sys.executable, "-m", "tests.loop.ddp_worker", str(rank), "2", str(port),
+                                 str(tmp_path)],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for rank in (0, 1)]
     for worker in workers:

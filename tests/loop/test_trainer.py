@@ -157,7 +157,8 @@ def test_reduce_lr_on_plateau_is_fed_the_validation_loss(tmp_path, loaders):
 def test_seed_callbacks_receive_trainer_epoch_and_metrics(tmp_path, loaders):
     calls = []
     trainer = make_trainer(tmp_path)
-    trainer.train(*loaders, num_epochs=2, callbacks=[lambda tr, epoch, metrics: calls.append((tr, epoch, dict(metrics)))])
+    trainer.train(*loaders, num_epochs=2,
+                  callbacks=[lambda tr, epoch, metrics: calls.append((tr, epoch, dict(metrics)))])
     assert [c[1] for c in calls] == [0, 1]
     assert all(c[0] is trainer for c in calls)
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "step"):
@@ -180,7 +181,8 @@ def test_regression_records_no_accuracy(tmp_path):
     model = nn.Linear(4, 1)
     trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.05), nn.MSELoss(),
                                      log_dir=tmp_path / "run", log_freq=2, progress_bar=False)
-    trainer.train(torch.utils.data.DataLoader(data, batch_size=16), torch.utils.data.DataLoader(data, batch_size=16), num_epochs=2)
+    trainer.train(torch.utils.data.DataLoader(data, batch_size=16), torch.utils.data.DataLoader(data, batch_size=16),
+                  num_epochs=2)
     assert "train_acc" not in trainer.history and "val_acc" not in trainer.history
     assert "train_loss" in trainer.history and "val_loss" in trainer.history
     assert trainer.get_training_summary()["final_train_acc"] is None
@@ -196,7 +198,8 @@ def test_accuracy_fn_is_used_for_other_tasks(tmp_path):
         return ((outputs > 0).float() == targets).float().mean()
 
     trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.0), nn.BCEWithLogitsLoss(),
-                                     log_dir=tmp_path / "run", log_freq=4, accuracy_fn=binary_accuracy, progress_bar=False)
+                                     log_dir=tmp_path / "run", log_freq=4, accuracy_fn=binary_accuracy,
+                                     progress_bar=False)
     trainer.train(torch.utils.data.DataLoader(data, batch_size=16), num_epochs=1)
     with torch.no_grad():
         expected = float(binary_accuracy(model(inputs), targets))
@@ -260,7 +263,8 @@ def test_best_model_holds_the_weights_of_the_best_validation_epoch(tmp_path, loa
     trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), scripted_val_loss(script),
                                      log_dir=tmp_path / "run", progress_bar=False)
     trainer.train(*loaders, num_epochs=3,
-                  callbacks=[lambda tr, e, m: weights_after_epoch.append({k: v.clone() for k, v in model.state_dict().items()})])
+                  callbacks=[lambda tr, e, m: weights_after_epoch.append(
+                      {k: v.clone() for k, v in model.state_dict().items()})])
     best = trainer.load_checkpoint(tmp_path / "run" / "best_model.pt")
     assert best["step"] == 12
     for name, value in best["model"].items():
@@ -314,7 +318,8 @@ def test_log_step_runs_the_weight_norm_and_curvature_monitors_on_the_current_wei
     model = make_mlp()
     optimizer = optim.SGD(model.parameters(), lr=0.1)
     loss_fn = nn.CrossEntropyLoss()
-    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, log_dir=tmp_path / "run", log_freq=3, progress_bar=False,
+    trainer = PhaseTransitionTrainer(model, optimizer, loss_fn, log_dir=tmp_path / "run", log_freq=3,
+                                     progress_bar=False,
                                      track_hessian=True, hessian_method="eigenvalues", hessian_k=1, hessian_freq=4)
     fixed = next(iter(loaders[0]))
     with pytest.raises(ValueError, match="track_hessian=True in a hand-written loop needs curvature batches"):

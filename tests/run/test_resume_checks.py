@@ -157,7 +157,8 @@ def test_allowing_one_change_still_refuses_the_others():
 def test_implementation_switches_are_not_differences():
     net = model()
     saved = checkpoint_of(net, optim.Adam(net.parameters(), lr=1e-3, foreach=False))
-    assert check_resume_compatible(saved, model=net, optimizer=optim.Adam(net.parameters(), lr=1e-3, foreach=True)) == []
+    assert check_resume_compatible(saved, model=net,
+                                   optimizer=optim.Adam(net.parameters(), lr=1e-3, foreach=True)) == []
 
 
 @pytest.mark.parametrize("allow, error", [(("learning_rate",), ValueError), ("lr", TypeError)])

@@ -268,7 +268,8 @@ def _wandb_runs(root):
         history = []
         for record in records:
             if record.WhichOneof("record_type") == "history":
-                items = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+                items = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item}
                 history.append({key: value for key, value in items.items() if key == "_step" or key[0] != "_"})
         runs.append((run.display_name, run.run_group, history))
     return runs

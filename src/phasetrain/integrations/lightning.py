@@ -33,7 +33,8 @@ from phasetrain.run.summary import KEY_METRICS
 try:
     import lightning.pytorch as pl
 except ImportError as error:  # the extra is optional; say how to get it
-    raise ImportError("phasetrain.integrations.lightning needs Lightning: pip install 'phasetrain[lightning]'") from error
+    raise ImportError("phasetrain.integrations.lightning needs Lightning: "
+                      "pip install 'phasetrain[lightning]'") from error
 
 # What Lightning already has from the module itself; everything else phasetrain measures (grad_norm,
 # weight_norm, hessian_*, your monitors' metrics, transitions) is also sent to Lightning's loggers.
@@ -101,7 +102,8 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
             raise ValueError("loss_fn is required when track_hessian=True: curvature needs loss_fn(outputs, targets), "
                              "got loss_fn=None")
         if accuracy_fn is not None and not callable(accuracy_fn):
-            raise TypeError(f"accuracy_fn must be callable (step_output, batch) -> accuracy in [0, 1], got {accuracy_fn!r}")
+            raise TypeError(f"accuracy_fn must be callable (step_output, batch) -> accuracy in [0, 1], "
+                            f"got {accuracy_fn!r}")
         if acc_key is not None and not isinstance(acc_key, str):
             raise TypeError(f"acc_key must be a metric name (str) or None, got {acc_key!r}")
         config = RecordingConfig(log_dir=log_dir, log_freq=log_freq, track_gradients=bool(track_gradients),
@@ -167,7 +169,8 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         logged = trainer.callback_metrics
-        self.recorder.record(trainer.global_step, {name: logged[name] for name in ("val_loss", "val_acc") if name in logged})
+        self.recorder.record(trainer.global_step,
+                             {name: logged[name] for name in ("val_loss", "val_acc") if name in logged})
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self.recorder.end_epoch()

@@ -96,7 +96,8 @@ def keyword_batches(batches: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
     pairs = []
     for index, batch in enumerate(batches):
         if not isinstance(batch, Mapping) or not all(isinstance(v, torch.Tensor) for v in batch.values()):
-            raise TypeError(f"hessian_batches[{index}] must be a dict of tensors (a collated batch), got {type(batch).__name__}")
+            raise TypeError(f"hessian_batches[{index}] must be a dict of tensors (a collated batch), "
+                            f"got {type(batch).__name__}")
         if "labels" not in batch:
             raise ValueError(f"hessian_batches[{index}] must have a 'labels' entry so the model returns a loss; "
                              f"keys are {sorted(batch)}")
@@ -208,7 +209,8 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
         self.recorder.record(state.global_step, found)
         self.recorder.save_metrics()
 
-    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         self.recorder.state.step = state.global_step
         self.recorder.end_epoch()
         self.recorder.save_metrics()
@@ -216,7 +218,8 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.recorder.save_metrics()
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         self.recorder.finish()
 
     # ------------------------------------------------------------------ helpers

@@ -40,7 +40,8 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
     return float(correct_count(outputs, targets)) / targets.numel()
 
 
-def batch_accuracy(outputs: Any, targets: Any, accuracy_fn: Callable[[Any, Any], Any] | None = None) -> torch.Tensor | None:
+def batch_accuracy(outputs: Any, targets: Any,
+                   accuracy_fn: Callable[[Any, Any], Any] | None = None) -> torch.Tensor | None:
     """Fraction correct in a batch as a 0-d tensor (no host sync): `accuracy_fn` when given, else
     arg-max accuracy for classification, else None."""
     if accuracy_fn is not None:

@@ -25,7 +25,8 @@ def as_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a torch.device; got {device!r} ({error})") from None
+        raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a torch.device; "
+                         f"got {device!r} ({error})") from None
     if resolved.type == "cuda" and (not torch.cuda.is_available()
                                     or (resolved.index or 0) >= torch.cuda.device_count()):
         raise ValueError(f"device={device!r} is not available on this machine; available: {available_devices()}")
@@ -58,7 +59,8 @@ def check_loader(name: str, loader: Any) -> None:
         ValueError: for a loader of length 0.
     """
     if not hasattr(loader, "__iter__"):
-        raise TypeError(f"{name} must be an iterable of (inputs, targets) batches, e.g. a DataLoader; got {type(loader).__name__}")
+        raise TypeError(f"{name} must be an iterable of (inputs, targets) batches, e.g. a DataLoader; "
+                        f"got {type(loader).__name__}")
     if isinstance(loader, Iterator):
         raise TypeError(f"{name} is a single-pass iterator ({type(loader).__name__}): it would be used up after "
                         f"the first epoch; pass something iterated afresh each epoch, e.g. a DataLoader or a list "
@@ -71,7 +73,8 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
     """A batch must be an `(inputs, targets)` pair (tuple or list of length 2)."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
-    described = f"{type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+    described = (f"{type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list))
+                 else type(batch).__name__)
     raise TypeError(f"each batch must be an (inputs, targets) pair; the loader yielded a {described}")
 
 

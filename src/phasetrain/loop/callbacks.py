@@ -1,7 +1,8 @@
 """Callbacks: code the trainer calls at fixed points of the loop.
 
 Subclass `Callback` and override the hooks you need; every hook receives the trainer first.
-Plain functions `fn(trainer, epoch, metrics)` (the style of the original specification) are wrapped in `FunctionCallback`
+Plain functions `fn(trainer, epoch, metrics)` (the style of the original specification) are wrapped in
+`FunctionCallback`
 and called at each epoch end. A callback that holds state implements `state_dict`/`load_state_dict`
 so a resumed run continues exactly.
 """

@@ -13,7 +13,8 @@ from phasetrain.run.distributed import all_reduce_sum
 
 @torch.no_grad()
 def validation_pass(model: nn.Module, loss_fn: Callable, loader: Iterable, device: torch.device,
-                    forward: Callable[[Any], Any], batch_accuracy: Callable[[Any, Any], torch.Tensor | None]) -> dict[str, float]:
+                    forward: Callable[[Any], Any],
+                    batch_accuracy: Callable[[Any, Any], torch.Tensor | None]) -> dict[str, float]:
     """Sample-weighted mean loss (and accuracy, where defined) over `loader`, in eval mode without
     gradients, summed over DDP ranks (each evaluates its shard); the model's per-module train/eval
     modes are restored afterwards."""

@@ -26,7 +26,8 @@ def capture_rng_state(generators: Sequence[torch.Generator] = ()) -> dict[str, A
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached_gaussian),
         },
-        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64), "gauss_next": gauss_next},
+        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss_next": gauss_next},
         "generators": [g.get_state() for g in generators],
     }
 

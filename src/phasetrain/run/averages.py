@@ -1,6 +1,7 @@
 """Per-step training figures kept on the device and read to the host in one sync per record.
 
-The lean-loop shape (the cheapest loop measured: about 1.04x a bare PyTorch loop): adding a step's loss, correct count and gradient norm costs
+The lean-loop shape (the cheapest loop measured: about 1.04x a bare PyTorch loop): adding a step's loss, correct count
+and gradient norm costs
 no kernel and no host sync; `read()` moves everything with one `.tolist()` (after one all-reduce
 under DDP, so the records are global).
 """
@@ -53,7 +54,8 @@ class StepAccumulator:
         if present:
             stacked = torch.stack([sums[i] for i in present])
             if is_distributed():
-                reduced = all_reduce_sum(torch.cat([stacked, torch.tensor(counts, dtype=torch.float64, device=self.device)]))
+                reduced = all_reduce_sum(torch.cat([stacked,
+                                                    torch.tensor(counts, dtype=torch.float64, device=self.device)]))
                 values, counts = reduced[: len(present)].tolist(), reduced[len(present):].tolist()
             else:
                 values = stacked.tolist()

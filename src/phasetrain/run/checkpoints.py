@@ -71,7 +71,8 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", **l
         raise CheckpointError(f"{str(path)!r} is a torch file but not a phasetrain checkpoint (no format tag)")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{str(path)!r} has checkpoint version {checkpoint.get('version')!r}; this phasetrain reads {CHECKPOINT_VERSION}"
+            f"{str(path)!r} has checkpoint version {checkpoint.get('version')!r}; "
+            f"this phasetrain reads {CHECKPOINT_VERSION}"
         )
     return checkpoint
 

@@ -146,7 +146,8 @@ class RecordingConfig:
         check_logger_spec(self.loggers)
         for index, monitor in enumerate(self.monitors):
             if not (hasattr(monitor, "should_run") and hasattr(monitor, "compute")):
-                raise TypeError(f"monitors[{index}] must be a phasetrain Monitor (should_run, compute), got {monitor!r}")
+                raise TypeError(f"monitors[{index}] must be a phasetrain Monitor (should_run, compute), "
+                                f"got {monitor!r}")
 
     def to_meta(self) -> dict[str, Any]:
         """The settings as JSON values (objects by class name; curvature batches by count). The

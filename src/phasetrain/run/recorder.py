@@ -323,7 +323,8 @@ class RunRecorder:
         """History, counters, open window, monitors and detectors (tensors, numbers, lists only:
         checkpoints load with weights_only=True)."""
         return {
-            "history": {k: {n: torch.from_numpy(a) for n, a in v.items()} for k, v in self.history.state_dict().items()},
+            "history": {k: {n: torch.from_numpy(a) for n, a in v.items()}
+                        for k, v in self.history.state_dict().items()},
             "run_state": self.state.to_dict(),
             "window": self.window.state_dict(),
             "epoch_totals": self.epoch_totals.state_dict(),
@@ -401,7 +402,8 @@ class RunViews:
         return self.recorder.save_metrics()
 
 
-def transition_hook(fn: Callable[..., Any], owner: Any, name: str = "on_phase_transition") -> Callable[[Transition], Any]:
+def transition_hook(fn: Callable[..., Any], owner: Any,
+                    name: str = "on_phase_transition") -> Callable[[Transition], Any]:
     """`fn(owner, transition)`, the one hook signature, as a recorder hook. A function of one
     argument, `fn(transition)` (the form the callbacks took before 0.2), still works and warns."""
     if not callable(fn):

@@ -158,10 +158,13 @@ def check_resume_compatible(checkpoint: Mapping[str, Any], *, model: nn.Module, 
     refused: list[str] = []
     accepted: list[str] = []
     refused += _model_differences(checkpoint["model"], model.state_dict())
-    refused += _class_difference("optimizer", checkpoint.get("optimizer_class"), class_name(optimizer), "optimizer_class" in checkpoint)
-    refused += _class_difference("scheduler", checkpoint.get("scheduler_class"), class_name(scheduler), "scheduler_class" in checkpoint)
+    refused += _class_difference("optimizer", checkpoint.get("optimizer_class"), class_name(optimizer),
+                                 "optimizer_class" in checkpoint)
+    refused += _class_difference("scheduler", checkpoint.get("scheduler_class"), class_name(scheduler),
+                                 "scheduler_class" in checkpoint)
     if (checkpoint.get("scheduler") is None) != (scheduler is None) and "scheduler_class" not in checkpoint:
-        refused.append(f"scheduler: the checkpoint was saved {'without' if checkpoint.get('scheduler') is None else 'with'} "
+        refused.append("scheduler: the checkpoint was saved "
+                       f"{'without' if checkpoint.get('scheduler') is None else 'with'} "
                        f"one, the live run has {'one' if scheduler is not None else 'none'}")
     for line, key in _group_differences(checkpoint["optimizer"]["param_groups"], optimizer.param_groups):
         (accepted if key in allowed or (key == "initial_lr" and "lr" in allowed) else refused).append(line)

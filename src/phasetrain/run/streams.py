@@ -18,7 +18,8 @@ step once. What that means for each destination:
   the same folder are not purged.
 - wandb, mlflow: a run's logged points cannot be deleted, so the next record opens a new run (same
   name and group / experiment) that first replays the history; the interrupted run keeps its
-  points and is marked as failed (W&B exit code 1, MLflow status KILLED). W&B's own in-place rewind (`resume_from="<id>?_step=N"`) needs its
+  points and is marked as failed (W&B exit code 1, MLflow status KILLED). W&B's own in-place rewind
+  (`resume_from="<id>?_step=N"`) needs its
   server and is not used.
 """
 from __future__ import annotations
