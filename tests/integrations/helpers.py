@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, hessian
+from torch.nn import functional as F
 
 
 def classification_data(n: int = 256, features: int = 8, classes: int = 3, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -35,3 +36,20 @@ def top_hessian_eigenvalue(model: nn.Module, run: Callable[[Callable[..., Any]],
 def reference_grad_norm(parameters) -> float:
     """sqrt of the sum of squared gradient entries, in float64, one parameter at a time."""
     return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in parameters if p.grad is not None)))
+
+
+class TinyClassifier(nn.Module):
+    """An nn.Module that returns {"logits", "loss"} (the loss when labels are given), as HF models do:
+    it trains in the HF Trainer, and in the other front ends with `loss_fn = outputs["loss"]`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        logits = self.net(x)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = F.cross_entropy(logits, labels)
+        return out

@@ -8,8 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 pl = pytest.importorskip("lightning.pytorch")
@@ -22,7 +20,7 @@ from phasetrain.cli import main as cli  # noqa: E402
 from phasetrain.integrations.lightning import PhaseTransitionCallback  # noqa: E402
 from phasetrain.integrations.transformers import PhaseTransitionTrainerCallback  # noqa: E402
 
-from .helpers import classification_data  # noqa: E402
+from .helpers import TinyClassifier, classification_data  # noqa: E402
 
 BATCH, EPOCHS, LOG_FREQ, JUMP = 32, 6, 2, 25  # 6 updates an epoch, 36 in all
 EXPECTED_NAMES = {"train_loss", "grad_norm", "lr", "epoch", "weight_norm", "probe", "val_loss"}
@@ -38,19 +36,6 @@ class Probe(Monitor):
         return {"probe": (0.9 if ctx.step >= JUMP else 0.1) + 0.002 * np.sin(ctx.step)}
 
 
-class TinyNet(nn.Module):
-    """Returns {"logits", "loss"} (the loss when labels are given), as HF models do."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        logits = self.net(x)
-        return {"logits": logits, **({"loss": F.cross_entropy(logits, labels)} if labels is not None else {})}
-
-
 def model_loss(outputs, targets):
     return outputs["loss"]
 
@@ -59,7 +44,7 @@ def native(log_dir):
     x, y = classification_data()
     batches = [({"x": x[i:i + BATCH], "labels": y[i:i + BATCH]}, y[i:i + BATCH]) for i in range(0, 192, BATCH)]
     val = [({"x": x[192:], "labels": y[192:]}, y[192:])]
-    model = TinyNet()
+    model = TinyClassifier()
     trainer = PhaseTransitionTrainer(model, torch.optim.SGD(model.parameters(), lr=0.5), model_loss, device="cpu",
                                      log_dir=log_dir, log_freq=LOG_FREQ, checkpoint_freq=None, monitors=[Probe()],
                                      progress_bar=False)
@@ -70,7 +55,7 @@ def native(log_dir):
 class LitNet(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
-        self.model = TinyNet()
+        self.model = TinyClassifier()
 
     def forward(self, x):
         return self.model(x)
@@ -114,7 +99,7 @@ def hugging_face(root):
                              per_device_eval_batch_size=64, num_train_epochs=EPOCHS, logging_steps=LOG_FREQ,
                              eval_strategy="epoch", save_strategy="no", learning_rate=0.5, lr_scheduler_type="constant",
                              disable_tqdm=True, dataloader_num_workers=0, seed=0)
-    trainer = Trainer(model=TinyNet(), args=args, train_dataset=Pairs(x[:192], y[:192]),
+    trainer = Trainer(model=TinyClassifier(), args=args, train_dataset=Pairs(x[:192], y[:192]),
                       eval_dataset=Pairs(x[192:], y[192:]), callbacks=[callback])
     trainer.remove_callback(PrinterCallback)
     trainer.train()

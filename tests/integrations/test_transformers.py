@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 pytest.importorskip("transformers")
@@ -20,7 +19,7 @@ from phasetrain import load_metrics  # noqa: E402
 from phasetrain.integrations.transformers import PhaseTransitionTrainerCallback  # noqa: E402
 from phasetrain.run.summary import training_summary  # noqa: E402
 
-from .helpers import classification_data, top_hessian_eigenvalue  # noqa: E402
+from .helpers import TinyClassifier, classification_data, top_hessian_eigenvalue  # noqa: E402
 
 CLIP = 1e-3  # HF's max_grad_norm, far below the gradient norms: clipping always acts
 HESSIAN_FREQ = 3
@@ -37,22 +36,6 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"x": self.x[index], "labels": self.y[index]}
-
-
-class TinyClassifier(nn.Module):
-    """Any nn.Module returning a dict with "loss" trains in the HF Trainer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        logits = self.net(x)
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"] = F.cross_entropy(logits, labels)
-        return out
 
 
 def accuracy(prediction) -> dict[str, float]:
