@@ -255,3 +255,21 @@ def test_constant_metrics_get_no_panel_but_are_named_in_the_title():
     assert [panel.key for panel in plan_panels(history)] == ["loss"]
     figure = build_figure(history)
     assert "lr = 0.01 throughout" in figure._suptitle.get_text()
+
+
+def test_a_standard_error_is_a_band_around_its_metric_and_curvature_marks_its_measured_steps():
+    from phasetrain.report import build_figure
+
+    history = MetricHistory()
+    for step in range(10, 510, 10):
+        history.log(step, {"train_loss": 1.0 / step})
+    for step in (100, 200, 400):  # measured at irregular steps, as under a time budget
+        history.log(step, {"hessian_diag_mean": 0.1 * step, "hessian_diag_mean_stderr": 2.0})
+    assert all("hessian_diag_mean_stderr" not in panel.metrics for panel in plan_panels(history))
+    figure = build_figure(history)
+    axis = next(ax for ax in figure.axes if any(line.get_label() == "hessian_diag_mean" for line in ax.get_lines()))
+    line = next(line for line in axis.get_lines() if line.get_label() == "hessian_diag_mean")
+    assert line.get_marker() == "o" and list(line.get_xdata()) == [100, 200, 400]
+    band = next(c for c in axis.collections if c.get_label() == "hessian_diag_mean +- standard error")
+    lows = band.get_paths()[0].vertices[:, 1]
+    assert min(lows) == pytest.approx(10 - 2.0) and max(lows) == pytest.approx(40 + 2.0)

@@ -166,13 +166,16 @@ def plan_panels(history: MetricHistory) -> list[Panel]:
     the edge-of-stability ratio (reference line at 1.0), Hessian diagonal, Hessian trace, other
     curvature, learning rate, weight norm, and "other" for any metric name not known here.
     Bookkeeping metrics (`epoch`), metrics without a single finite value and constant metrics (a
-    fixed learning rate: named in the figure's title instead, see `constant_metrics`) get no panel.
+    fixed learning rate: named in the figure's title instead, see `constant_metrics`) get no panel;
+    nor does a `<metric>_stderr` of a recorded metric: it is drawn as a band around that metric.
     """
     groups: dict[str, list[str]] = {family.key: [] for family in _FAMILIES}
     constants = constant_metrics(history)
     for name in history.names():
         if name in HIDDEN_METRICS or name in constants or _finite(history.values(name)).size == 0:
             continue
+        if name.endswith("_stderr") and name[: -len("_stderr")] in history:
+            continue  # drawn as a band around its metric
         family = next(f for f in _FAMILIES if f.matches(name))
         groups[family.key].append(name)
     panels = []
@@ -313,8 +316,10 @@ def _format_log_axis(axis: Any, history: MetricHistory, metrics: Sequence[str]) 
 def _draw_panel(ax: Any, history: MetricHistory, panel: Panel, colors: dict[str, str]) -> None:
     for metric in panel.metrics:
         steps, values = history.steps(metric), history.values(metric)
-        style = "-o" if steps.size < 40 else "-"
-        ax.plot(steps, values, style, color=colors[metric], label=metric, lw=1.3, ms=3)
+        # a curvature curve marks every step it was measured at (a time budget makes them irregular)
+        style = "-o" if steps.size < 40 or metric.startswith("hessian_") else "-"
+        ax.plot(steps, values, style, color=colors[metric], label=metric, lw=1.3, ms=3 if steps.size < 200 else 1.5)
+        _draw_stderr_band(ax, history, metric, colors[metric])
     if panel.reference is not None:
         ax.axhline(panel.reference, color="black", ls="--", lw=1, label=f"limit {panel.reference:g}")
     ax.set_yscale(panel.yscale)
@@ -325,6 +330,17 @@ def _draw_panel(ax: Any, history: MetricHistory, panel: Panel, colors: dict[str,
     ax.set_title(panel.title, fontsize=10, loc="left")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="best", framealpha=0.8)
+
+
+def _draw_stderr_band(ax: Any, history: MetricHistory, metric: str, color: str) -> None:
+    """Value +- standard error as a band, where the run recorded `<metric>_stderr` at the same steps
+    (the Hessian diagonal's mean and spread are estimates)."""
+    name = f"{metric}_stderr"
+    if name not in history or not np.array_equal(history.steps(name), history.steps(metric)):
+        return
+    values, stderr = history.values(metric), history.values(name)
+    ax.fill_between(history.steps(metric), values - stderr, values + stderr, color=color, alpha=0.2, lw=0,
+                    label=f"{metric} +- standard error")
 
 
 def _draw_markers(ax: Any, markers: Sequence[Marker], colors: dict[str, str]) -> None:
