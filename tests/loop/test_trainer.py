@@ -271,6 +271,29 @@ def test_best_model_holds_the_weights_of_the_best_validation_epoch(tmp_path, loa
         assert torch.equal(value, weights_after_epoch[1][name])
 
 
+def test_a_best_state_found_every_epoch_is_written_at_most_every_few_seconds_and_kept_exact(tmp_path, monkeypatch):
+    import phasetrain.run.recorder as recorder_module
+
+    writes = []
+    real_save = recorder_module.save_checkpoint
+    monkeypatch.setattr(recorder_module, "save_checkpoint", lambda path, payload: (writes.append(path.name),
+                                                                                 real_save(path, payload)))
+    model = make_mlp()
+    data = [(torch.randn(32, 8, generator=torch.Generator().manual_seed(0)), torch.arange(32) % 3)]
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
+                                     log_dir=tmp_path / "run", progress_bar=False, checkpoint_freq=None)
+    weights_after_epoch = []
+    trainer.train(data, num_epochs=30, callbacks=[lambda tr, e, m: weights_after_epoch.append(
+        {k: v.clone() for k, v in model.state_dict().items()})])
+    best_step = trainer.get_training_summary()["best_step"]
+    assert best_step == 30  # full batch: the training loss improves every epoch (an epoch is a step)
+    assert writes.count("best_model.pt") <= 3  # not 30: later bests waited in memory
+    best = trainer.load_checkpoint(tmp_path / "run" / "best_model.pt")
+    assert best["step"] == best_step
+    for name, value in best["model"].items():
+        assert torch.equal(value, weights_after_epoch[best_step - 1][name])
+
+
 def test_device_is_auto_detected_and_model_moved(tmp_path):
     model = make_mlp()
     trainer = make_trainer(tmp_path, model=model)

@@ -116,6 +116,8 @@ class PhaseTransitionTrainer(RunViews):
         self._order: EpochOrder | None = None
         self._train_loader: Any = None
         self._signals: StopSignals | None = None
+        self._distributed = distributed.is_distributed()  # asked once: the loop asks every update
+        self._any_rank_signalled = False
         self._own_loop_started = False
 
     def __getattr__(self, name: str) -> Any:
@@ -163,6 +165,7 @@ class PhaseTransitionTrainer(RunViews):
         self._callbacks = build_callbacks(callbacks, self.config.early_stopping_patience,
                                           self.config.early_stopping_min_delta)
         self.should_stop = False
+        self._distributed = distributed.is_distributed()
         self._order, self._train_loader = EpochOrder(train_loader), train_loader
         # a resume, or this trainer's own run going on (a second train() call), keeps the folder's files
         self.recorder.open_folder(resuming=resume_from is not None or self.recorder.run_id is not None)
@@ -320,10 +323,10 @@ class PhaseTransitionTrainer(RunViews):
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
         if improved:
-            self.recorder.save_checkpoint("best_model.pt", self._checkpoint())
+            self.recorder.save_best(self._checkpoint())
         for callback in self._callbacks:
             callback.on_epoch_end(self, epoch_metrics["epoch"], epoch_metrics)
-        if distributed.is_distributed():  # every rank stops together
+        if self._distributed:  # every rank stops together
             stop = torch.tensor([float(self.should_stop)], device=self.device)
             self.should_stop = bool(distributed.all_reduce_sum(stop).item())
         if any(isinstance(c, EarlyStopping) and c.stopped_epoch is not None for c in self._callbacks):
@@ -345,7 +348,7 @@ class PhaseTransitionTrainer(RunViews):
         that update), not a failure."""
         total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         checked_norm = grad_norm if grad_norm is not None and self.config.precision != "fp16" else None
-        if distributed.is_distributed():  # the stop signals of all ranks travel in the same reduction
+        if self._distributed:  # the stop signals of all ranks travel in the same reduction
             both = total if checked_norm is None else total + checked_norm
             flags = torch.stack([(~torch.isfinite(both)).double(), torch.tensor(float(self._signalled_here()),
                                                                             dtype=torch.float64, device=self.device)])
@@ -373,8 +376,8 @@ class PhaseTransitionTrainer(RunViews):
 
     def _stop_signalled(self) -> bool:
         """Ctrl-C or SIGTERM arrived (on any rank: under DDP the flag rides on the per-update reduction)."""
-        if distributed.is_distributed():
-            return getattr(self, "_any_rank_signalled", False)
+        if self._distributed:
+            return self._any_rank_signalled
         return self._signalled_here()
 
     def _log_train_record(self, step: int, bar: Any) -> None:

@@ -48,6 +48,11 @@ LOGGER = logging.getLogger("phasetrain")
 # most this often, so full-batch runs (an epoch per step) stay linear. Checkpoints, the end of
 # the run and exceptions always write it; metrics.jsonl streams every record as it comes.
 METRICS_REWRITE_INTERVAL_S = 5.0
+# best_model.pt is rewritten at most this often too (full-batch runs improve nearly every step): a
+# newer best waits in memory as a copy and is written at the next checkpoint, at the end of the run
+# (also on an exception or an interrupt), or once the interval has passed. Checkpoints above
+# BEST_COPY_LIMIT_BYTES are written at once instead of copied.
+BEST_COPY_LIMIT_BYTES = 256 * 2**20
 
 
 class RunRecorder:
@@ -83,6 +88,8 @@ class RunRecorder:
         self.folder: RunFolder | None = None
         self.run_id: str | None = None
         self.started = False
+        self._pending_best: dict[str, Any] | None = None
+        self._best_written_at = -math.inf
         self._clock: float | None = None
         self._metrics_written_at = 0.0
         self._best_changed = False
@@ -145,6 +152,7 @@ class RunRecorder:
         elif self.state.stop_reason is None:
             self.state.stop_reason = f"{type(error).__name__}: {error}".strip()
         try:
+            self.write_pending_best(force=True)
             path = self.save_metrics() if self.started else self.log_dir / "metrics.json"
         finally:
             self.started = False
@@ -258,7 +266,9 @@ class RunRecorder:
         return path
 
     def save_metrics_now_and_then(self) -> None:
-        """metrics.json, at most every METRICS_REWRITE_INTERVAL_S (epoch ends, log_step)."""
+        """metrics.json (and a best state kept in memory), at most every METRICS_REWRITE_INTERVAL_S
+        (epoch ends, log_step)."""
+        self.write_pending_best()
         if time.monotonic() - self._metrics_written_at > METRICS_REWRITE_INTERVAL_S:
             self.save_metrics()
 
@@ -271,9 +281,33 @@ class RunRecorder:
         barrier()
         return path
 
+    def save_best(self, payload: dict[str, Any]) -> None:
+        """`best_model.pt` for the state in `payload` (the run's best so far): written now, or, when
+        the last one was written less than METRICS_REWRITE_INTERVAL_S ago, kept as a copy and
+        written by `write_pending_best` (at the next checkpoint, at the end, or once due)."""
+        if self.folder is None and not is_distributed():
+            return
+        due = time.monotonic() - self._best_written_at >= METRICS_REWRITE_INTERVAL_S
+        if due or is_distributed() or _tensor_bytes(payload) > BEST_COPY_LIMIT_BYTES:
+            self._pending_best = None  # every rank decides alike (save_checkpoint waits for all)
+            self.save_checkpoint("best_model.pt", payload)
+            self._best_written_at = time.monotonic()
+        else:
+            self._pending_best = _copied({**payload, **self.state_dict(), "run_id": self.run_id})
+
+    def write_pending_best(self, force: bool = False) -> None:
+        """Write a best state kept in memory, when due (or now, with `force`)."""
+        if self._pending_best is None:
+            return
+        if force or time.monotonic() - self._best_written_at >= METRICS_REWRITE_INTERVAL_S:
+            if self.folder is not None:
+                save_checkpoint(self.log_dir / "best_model.pt", self._pending_best)
+            self._pending_best, self._best_written_at = None, time.monotonic()
+
     def save_step_checkpoint(self, payload: dict[str, Any]) -> Path:
         """`checkpoint_step_{step}.pt` at the current step, metrics.json, then pruning to the
         newest `keep_last_checkpoints`."""
+        self.write_pending_best(force=True)
         path = self.save_checkpoint(checkpoint_path(self.log_dir, self.state.step).name, payload)
         self.save_metrics()
         keep = self.config.keep_last_checkpoints
@@ -419,3 +453,27 @@ def transition_hook(fn: Callable[..., Any], owner: Any,
     warnings.warn(f"{name}(transition) is deprecated; take (source, transition), as the trainer's "
                   f"Callback.on_phase_transition(trainer, transition) does", DeprecationWarning, stacklevel=3)
     return fn
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of all tensors in a nested checkpoint payload."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(value) for value in obj)
+    return 0
+
+
+def _copied(obj: Any) -> Any:
+    """A checkpoint payload whose tensors are copies on the CPU (a snapshot the run cannot change)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: _copied(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_copied(value) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(_copied(value) for value in obj)
+    return obj
