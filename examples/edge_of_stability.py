@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"digits, tanh MLP 64-{args.width}-{args.width}-10, MSE, {args.steps} steps; sharpness every "
               f"{args.hessian_freq} steps")
     started = time.perf_counter()
-    trainer.train([data], None, num_epochs=args.steps)
+    status = trainer.train([data], None, num_epochs=args.steps)["status"]
     wall = time.perf_counter() - started
     history = trainer.history
     steps, values = history.steps("hessian_eig_1").tolist(), history.values("hessian_eig_1").tolist()
@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "initial_sharpness": values[0],
         "max_sharpness": max(values),
         "wall_time_s": wall,
+        "status": status,
         "log_dir": str(trainer.log_dir),
         "history": history,
     }
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def story(result: dict[str, Any]) -> str:
     """The end-of-run text: what the sharpness did, and where the detector put it."""
     limit = result["limit"]
-    lines = [f"\ntrained in {result['wall_time_s']:.1f} s; run folder: {result['log_dir']}",
+    lines = [f"\ntrained in {result['wall_time_s']:.1f} s ({result['status']}); run folder: {result['log_dir']}",
              f"progressive sharpening: sharpness {result['initial_sharpness']:.3g} at the start "
              f"({result['initial_sharpness'] / limit:.2f} x 2/lr)"]
     if result["arrival_step"] is None:

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"grokking: (a + b) mod {args.p}, {len(train[1])} training pairs ({args.train_frac:.0%}), "
               f"{len(val[1])} validation pairs, {args.steps} full-batch AdamW steps (weight decay 1.0)")
     started = time.perf_counter()
-    trainer.train([train] * STEPS_PER_EPOCH, [val], num_epochs=args.steps // STEPS_PER_EPOCH)
+    status = trainer.train([train] * STEPS_PER_EPOCH, [val], num_epochs=args.steps // STEPS_PER_EPOCH)["status"]
     wall = time.perf_counter() - started
     history = trainer.history
     val_steps, val_acc = history.steps("val_acc").tolist(), history.values("val_acc").tolist()
@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "final_train_acc": history.last("train_acc"),
         "final_val_acc": history.last("val_acc"),
         "wall_time_s": wall,
+        "status": status,
         "log_dir": str(trainer.log_dir),
         "history": history,
     }
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def story(result: dict[str, Any]) -> str:
     """The end-of-run text: what happened, and where the detector put it."""
     memorised, crossing = result["train_acc_full_step"], result["val_acc_crossing_step"]
-    lines = [f"\ntrained in {result['wall_time_s']:.1f} s; run folder: {result['log_dir']}"]
+    lines = [f"\ntrained in {result['wall_time_s']:.1f} s ({result['status']}); run folder: {result['log_dir']}"]
     if memorised is None:
         lines.append("train accuracy never reached 100%: the network did not even memorise (try more --steps)")
     else:

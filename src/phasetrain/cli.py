@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return args.handler(args)
+    except BrokenPipeError:  # the reader left (`phasetrain summary RUN | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except _USER_ERRORS as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"phasetrain {args.command}: error: {' '.join(str(message).split())}", file=sys.stderr)
