@@ -123,7 +123,8 @@ class HessianOperator:
     """H = d^2 L / d theta^2 of the batch-size-weighted mean loss over `batches`, as `v -> H v`.
 
     `theta` is the concatenation of the trainable parameters (`trainable_parameters`: frozen ones
-    left out, tied ones once, in `model.parameters()` order), flattened; `op @ v` (or `matvec`) maps
+    left out, tied ones once, in `model.parameters()` order), flattened (the `padding_idx` row of an
+    embedding, whose gradient is zero by convention, gets zero rows and columns); `op @ v` (or `matvec`) maps
     a vector of shape `(num_params,)` to one of the same shape. The operator protocol of
     `phasetrain.curvature` (`shape`, `dtype`, `device`, `@`). `loss_fn` must return the mean loss
     over its batch, so several batches average to the loss on their union.
@@ -162,6 +163,13 @@ class HessianOperator:
             for p in m.parameters(recurse=False):
                 owner.setdefault(id(p), i)
         self._owners = [owner[id(p)] for p in self._params]
+        # An embedding's padding_idx row gets a zero gradient by convention (it is never trained),
+        # not its derivative: keep it out (zero rows and columns), or H would not be symmetric.
+        index = {id(p): i for i, p in enumerate(self._params)}
+        self._padding_rows = {
+            index[id(m.weight)]: int(m.padding_idx) for m in model.modules()
+            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.padding_idx is not None and id(m.weight) in index
+        }
         self._shapes = [p.shape for p in self._params]
         self._offsets = [0]  # where each parameter tensor starts in the flat vector, and the end
         for p in self._params:
@@ -232,16 +240,24 @@ class HessianOperator:
             hv = torch.zeros_like(v)
         else:
             start = group.start
-            tangents = [v[self._offsets[i] - start: self._offsets[i + 1] - start].to(self.dtype).view(self._shapes[i])
-                        for i in live]
+            tangents = [self._without_padding(i, v[self._offsets[i] - start: self._offsets[i + 1] - start]
+                                              .to(self.dtype).view(self._shapes[i])) for i in live]
             parts = torch.autograd.grad(
                 [self._grads[i] for i in live], [self._params[i] for i in members], tangents,
                 retain_graph=True, allow_unused=True, materialize_grads=True,
             )
-            hv = torch.cat([h.reshape(-1) for h in parts]).to(v.dtype)
+            hv = torch.cat([self._without_padding(i, h).reshape(-1) for i, h in zip(members, parts)]).to(v.dtype)
         if self.distributed:
             hv = self._sum(hv * self._share)
         return hv
+
+    def _without_padding(self, i: int, t: Tensor) -> Tensor:
+        """`t` (shaped as parameter `i`) with its embedding padding row zeroed, if it has one."""
+        if i not in self._padding_rows:
+            return t
+        t = t.clone()
+        t[self._padding_rows[i]] = 0
+        return t
 
     def _members(self, group: slice) -> list[int]:
         """Indices of the parameter tensors that make up `group` exactly (else ValueError)."""
