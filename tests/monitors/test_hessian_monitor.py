@@ -196,3 +196,25 @@ def test_bad_arguments_are_rejected_with_their_names():
         HessianMonitor(seed=1.5)
     with pytest.raises(ValueError, match="k=3 exceeds"):
         HessianMonitor("eigenvalues", k=3).compute(_ctx(nn.Linear(1, 1).double(), (torch.ones(2, 1, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64)), loss_fn=F.mse_loss))
+
+
+def test_later_measurements_warm_start_lobpcg_from_the_kept_vectors(monkeypatch):
+    import phasetrain.monitors.hessian as hessian_module
+
+    cold_calls = []
+    original = hessian_module.lanczos
+    monkeypatch.setattr(hessian_module, "lanczos", lambda *a, **kw: cold_calls.append(1) or original(*a, **kw))
+    model = _model()
+    batch = _batch(1)
+    n = sum(p.numel() for p in model.parameters())
+    monitor = HessianMonitor("eigenvalues", k=3, tol=1e-9, max_iter=n)
+    monitor.compute(_ctx(model, batch))
+    assert monitor.vectors.shape == (n, 4)  # k + 1 guard vector kept
+    for scale in (1.02, 1.04):
+        with torch.no_grad():
+            model[0].weight.mul_(scale)
+        out = monitor.compute(_ctx(model, _batch(2), step=2))
+        exact = _dense_eigenvalues(model, [batch])[:3]
+        got = torch.tensor([out[f"hessian_eig_{i}"] for i in (1, 2, 3)], dtype=torch.float64)
+        torch.testing.assert_close(got, exact, rtol=1e-6, atol=1e-10)
+    assert len(cold_calls) == 1  # only the first measurement was cold
