@@ -106,7 +106,7 @@ def floor_case(name: str, model, x: Tensor, y: Tensor, seeds: list[int], steps: 
     print("gradient steps per HVP, by block size: " + ", ".join(f"b={b}: {c:.2f}" for b, c in costs.items()))
     m64 = copy.deepcopy(model).double()
     with HessianOperator(m64, F.cross_entropy, [(x.double(), y)]) as op:
-        ref = lanczos(op.matvec, op.num_params, 8, tol=1e-10, max_iter=600, dtype=torch.float64,
+        ref = lanczos(op, 8, tol=1e-10, max_iter=600,
                       generator=torch.Generator().manual_seed(123)).eigenvalues.double().numpy()
     print("reference top-8 (float64): " + ", ".join(f"{v:.5g}" for v in ref))
     with HessianOperator(model, F.cross_entropy, [(x, y)]) as op:

@@ -43,36 +43,28 @@ class BlockResult(LanczosResult):
     ritz_vectors: Tensor | None = None
 
 
-def _orthonormalize(v: Tensor, av: Tensor | None, basis: Tensor, a_basis: Tensor | None,
-                    drop: float) -> tuple[Tensor, Tensor | None]:
-    """Columns of `v` orthonormalised against the orthonormal columns of `basis` and each other
-    (classical Gram-Schmidt, twice), dropping any that keep less than `drop` of their norm; `av`
-    (A v, or None) transformed alike, using `a_basis` = A basis. Returns (q, A q or None)."""
-    kept, a_kept = [], []
-    for j in range(v.shape[1]):
-        q = v[:, j].clone()
-        aq = None if av is None else av[:, j].clone()
-        norm0 = torch.linalg.vector_norm(q)
-        current = torch.cat([basis, *[c[:, None] for c in kept]], 1)
-        a_current = None if av is None else torch.cat([a_basis, *[c[:, None] for c in a_kept]], 1)
+def _orthonormal_rows(w: Tensor, against: Tensor | None, drop: float) -> Tensor:
+    """The rows of `w` orthonormalised against the orthonormal rows of `against` (block classical
+    Gram-Schmidt, twice) and among themselves (Cholesky QR, twice: Yamamoto et al. 2015), without
+    directions that keep less than `drop` of their rows' length (nearly dependent ones). Host work
+    on small Gram matrices only; every pass over the long rows is one matrix product."""
+    if against is not None and against.shape[0]:
         for _ in range(2):
-            h = current.T @ q
-            q -= current @ h
-            if aq is not None:
-                aq -= a_current @ h
-        norm = torch.linalg.vector_norm(q)
-        if float(norm) <= drop * float(norm0) or float(norm) == 0:
-            continue
-        kept.append(q / norm)
-        if aq is not None:
-            a_kept.append(aq / norm)
-    empty = v.new_zeros(v.shape[0], 0)
-    q = torch.stack(kept, 1) if kept else empty
-    return q, (None if av is None else torch.stack(a_kept, 1) if a_kept else empty)
+            w = w - (w @ against.T) @ against
+    w = w / torch.linalg.vector_norm(w, dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    gram = (w @ w.T).double().cpu()
+    d, u = torch.linalg.eigh((gram + gram.T) / 2)
+    keep = d > drop**2
+    if not bool(keep.any()):
+        return w[:0]
+    w = (u[:, keep] / d[keep].sqrt()).T.to(w.dtype).to(w.device) @ w
+    gram = (w @ w.T).double().cpu()
+    inverse = torch.linalg.inv(torch.linalg.cholesky((gram + gram.T) / 2))
+    return inverse.to(w.dtype).to(w.device) @ w
 
 
-def _products(op: LinearOperator, columns: Tensor) -> Tensor:
-    return torch.stack([(op @ columns[:, j]).to(columns.dtype) for j in range(columns.shape[1])], 1)
+def _products(op: LinearOperator, rows: Tensor) -> Tensor:
+    return torch.stack([(op @ row).to(rows.dtype) for row in rows])
 
 
 def lobpcg(
@@ -93,6 +85,9 @@ def lobpcg(
     `max_iter` products in all (then `converged` is False and the best pairs found are returned).
     The block keeps p Ritz vectors throughout (the p - k beyond the wanted ones speed up the
     wanted ones' convergence). Returns the k pairs, best first, and all p vectors (`BlockResult`).
+    The vectors are kept as rows (the basis [X; P; W] and its products, each (m, n)), so every pass
+    over them is one matrix product, and the orthogonality of P to X is arranged on the
+    Rayleigh-Ritz coefficients (Hetmaniuk & Lehoucq 2006), not on the long vectors.
     """
     dim = operator_size(op)
     check_eigen_arguments(dim, k, which, tol, max_iter)
@@ -100,40 +95,42 @@ def lobpcg(
         raise ValueError(f"start must have shape ({dim}, p) with p >= k={k}, got {tuple(start.shape)}")
     dtype, device = op.dtype, torch.device(op.device)
     eps = float(torch.finfo(dtype).eps)
-    drop = eps**0.5
-    x0 = start.detach().to(device=device, dtype=dtype)
-    x, _ = _orthonormalize(x0, None, x0.new_zeros(dim, 0), None, drop)
-    if x.shape[1] < k or x.shape[1] > max_iter:
+    x = _orthonormal_rows(start.detach().T.to(device=device, dtype=dtype), None, eps**0.5)
+    p = x.shape[0]
+    if p < k or p > max_iter:
         raise ValueError(f"start must hold between k={k} and max_iter={max_iter} independent columns")
-    p = x.shape[1]
-    ax = _products(op, x)
+    basis, a_basis = x, _products(op, x)  # rows: [X; P; W] and A times them
     used = p
-    basis, a_basis = x, ax
     while True:
-        gram = (basis.T @ a_basis).double().cpu().numpy()
-        theta, coeffs = np.linalg.eigh((gram + gram.T) / 2)
-        keep = wanted(theta, min(p, len(theta)), which)
-        c = torch.as_tensor(coeffs[:, keep], dtype=dtype, device=device)
-        x, ax = basis @ c, a_basis @ c
-        values = torch.as_tensor(theta[keep], dtype=dtype, device=device)
-        resid = torch.linalg.vector_norm(ax - x * values, dim=0).double().cpu().numpy()
-        scale = max(float(np.max(np.abs(theta))), np.finfo(np.float64).tiny)
-        met = resid[:k] <= np.maximum(tol * np.abs(theta[keep][:k]), 10 * eps * scale)
+        gram = (basis @ a_basis.T).double().cpu()
+        theta, coeffs = torch.linalg.eigh((gram + gram.T) / 2)
+        keep = wanted(theta.numpy(), p, which).tolist()
+        c_x = coeffs[:, keep]
+        # P: the new X's part outside the old X (its first p rows), orthogonal to the new X.
+        c_p = c_x.clone()
+        c_p[:p] = 0
+        c_p -= c_x @ (c_x.T @ c_p)
+        q, r = torch.linalg.qr(c_p)
+        c_p = q[:, r.diagonal().abs() > 1e-10]
+        mix = torch.cat([c_x, c_p], 1).T.to(dtype=dtype, device=device)
+        xp, a_xp = mix @ basis, mix @ a_basis
+        values = theta[keep].to(dtype=dtype, device=device)
+        residuals = a_xp[:p] - values[:, None] * xp[:p]
+        resid = torch.linalg.vector_norm(residuals, dim=1).double().cpu().numpy()
+        theta_k = theta[keep].numpy()
+        scale = max(float(np.max(np.abs(theta.numpy()))), np.finfo(np.float64).tiny)
+        met = resid[:k] <= np.maximum(tol * np.abs(theta_k[:k]), 10 * eps * scale)
         active = [j for j in range(k) if not met[j]]
         if not active or used + len(active) > max_iter:
             break
-        # The update directions: the new X's part outside the old X (the basis is [X, P, W]).
-        p_dir, a_p_dir = _orthonormalize(basis[:, p:] @ c[p:], a_basis[:, p:] @ c[p:], x, ax, drop)
-        residuals = (ax - x * values)[:, active]
-        w, _ = _orthonormalize(residuals, None, torch.cat([x, p_dir], 1), None, drop)
-        if w.shape[1] == 0:  # the residuals lie in the current subspace: nothing more to find
+        w = _orthonormal_rows(residuals[active], xp, eps**0.5)
+        if w.shape[0] == 0:  # the residuals lie in the current subspace: nothing more to find
             break
-        aw = _products(op, w)
-        used += w.shape[1]
-        basis = torch.cat([x, p_dir, w], 1)
-        a_basis = torch.cat([ax, a_p_dir, aw], 1)
+        basis, a_basis = torch.cat([xp, w]), torch.cat([a_xp, _products(op, w)])
+        used += w.shape[0]
+    x = xp[:p].T.contiguous()
     return BlockResult(
-        eigenvalues=torch.as_tensor(theta[keep][:k], dtype=dtype),
+        eigenvalues=torch.as_tensor(theta_k[:k], dtype=dtype),
         eigenvectors=x[:, :k],
         residuals=torch.as_tensor(resid[:k], dtype=dtype),
         num_matvecs=used,
