@@ -15,7 +15,7 @@ compare across machines; wall seconds are in the JSON.
   curvlinops: its Hessian operator in scipy's ARPACK eigsh (which="LA", tol=1e-4).
 - Warm starts (MLP): measurements 100 full-batch SGD steps apart (lr 0.05, 12 of them), each
   started as HessianMonitor starts it: the first by Lanczos from a random vector, every later one
-  by LOBPCG from the previous k eigenvectors, one guard vector and one random vector. HVPs,
+  by LOBPCG from the previous k eigenvectors and one guard vector mixed with noise (`warm_start`). HVPs,
   gradient steps (graph build included) and the true error against a float64 Lanczos reference
   (tol 1e-9) at every measurement; a cold Lanczos on the same weights for comparison.
 - Diagonal statistics (mean, std, max): relative error against the exact diagonal (BackPACK's
@@ -53,7 +53,7 @@ from phasetrain.curvature import (  # noqa: E402
     lanczos,
     lobpcg,
 )
-from phasetrain.monitors.hessian import GUARD  # noqa: E402
+from phasetrain.monitors.hessian import GUARD, warm_start  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curvature.json"
 
@@ -301,7 +301,7 @@ def eigen_rows(model, x, y, clock, seeds: list[int], ks=(1, 5)) -> tuple[list[fl
 def warm_rows(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock, ks=(1, 3), measurements: int = 12,
               spacing: int = 100, lr: float = 0.05) -> list[dict]:
     """Per k: measurements `spacing` full-batch SGD steps apart, started as HessianMonitor starts
-    them (cold Lanczos first, then LOBPCG from the kept vectors, a guard vector and a random one),
+    them (cold Lanczos first, then LOBPCG from the kept vectors and a guard vector: `warm_start`),
     against a float64 reference and a cold Lanczos on the same weights."""
     moving = copy.deepcopy(model)
     opt = torch.optim.SGD(moving.parameters(), lr=lr)
@@ -323,8 +323,7 @@ def warm_rows(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock, ks=(1, 3
                         res = lanczos(op, k, generator=gens[k], return_eigenvectors=True, guard=GUARD)
                         vectors = res.eigenvectors
                     else:
-                        noise = torch.randn(op.num_params, 1, generator=gens[k])
-                        res = lobpcg(op, torch.cat([kept[k], noise], 1), k)
+                        res = lobpcg(op, warm_start(kept[k], k, gens[k]), k)
                         vectors = res.ritz_vectors[:, : k + GUARD]
                     return res, vectors, op.num_matvecs
 

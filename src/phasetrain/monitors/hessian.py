@@ -12,8 +12,8 @@ What it measures, and on what:
   kernel, tied weights once, frozen ones left out (`phasetrain.curvature.HessianOperator`);
 - `method="eigenvalues"`: `hessian_eig_1 >= ... >= hessian_eig_k`, the largest *algebraic*
   eigenvalues (the Hessian is indefinite; eig_1 is the "sharpness"): the first time by Lanczos from
-  a random start, then by LOBPCG from the previous top k eigenvectors, `GUARD` guard vectors and
-  one random vector (`phasetrain.curvature.lobpcg`); the same certificate either way (every
+  a random start, then by LOBPCG from the previous top k eigenvectors and `GUARD` guard vectors
+  (the next Ritz vectors) mixed with a little noise (`warm_start`, `phasetrain.curvature.lobpcg`); the same certificate either way (every
   residual <= tol * |eigenvalue|). For `torch.optim.SGD` without Nesterov also
   `hessian_eos_ratio` = eig_1 * lr_eff / (2 (1 + momentum)), lr_eff = lr * (1 - dampening).
   Gradient descent on a quadratic is stable iff it is <= 1 (Cohen et al. 2021, "Gradient Descent
@@ -112,19 +112,30 @@ def eos_ratio(sharpness: float, optimizer: torch.optim.Optimizer) -> float | Non
     return sharpness * lr_eff / (2.0 * (1.0 + beta))
 
 
+def warm_start(kept: Tensor, k: int, generator: torch.Generator, noise: float = 0.1) -> Tensor:
+    """The LOBPCG start block from the last Ritz vectors `kept` (shape (n, k + guard)): the k
+    eigenvectors as they are, each guard vector plus a random unit vector of norm `noise` drawn
+    from `generator`, so that an eigenvector that has grown into the top, orthogonal to all of
+    them, can still be found. Measured on the benchmark MLP (docs/curvature.md): no more products
+    than the guard alone, one fewer than an extra random column."""
+    guard = kept[:, k:]
+    if not guard.shape[1]:
+        return kept
+    r = torch.randn(guard.shape, generator=generator, device=generator.device, dtype=kept.dtype).to(kept.device)
+    return torch.cat([kept[:, :k], guard + noise * r / torch.linalg.vector_norm(r, dim=0)], 1)
+
+
 def _eigenvalues(monitor: HessianMonitor, op: HessianOperator, optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """`hessian_eig_1..k` (+ `hessian_eos_ratio`): cold Lanczos the first time, then LOBPCG from
-    the kept vectors plus a random one (module notes)."""
+    the kept vectors (`warm_start`; module notes)."""
     k = monitor.k
     if k > op.num_params:
         raise ValueError(f"k={k} exceeds the number of trainable parameters {op.num_params}")
     kept = monitor.vectors
     guard = min(GUARD, op.num_params - k)
     max_iter = min(monitor.max_iter, op.num_params)
-    if kept is not None and kept.shape == (op.num_params, k + guard) and k + guard < op.num_params:
-        noise = torch.randn(op.num_params, 1, generator=monitor.generator, device=monitor.generator.device,
-                            dtype=op.dtype)
-        start = torch.cat([kept.to(op.device, op.dtype), noise.to(op.device)], 1)
+    if kept is not None and kept.shape == (op.num_params, k + guard):
+        start = warm_start(kept.to(op.device, op.dtype), k, monitor.generator)
         result = lobpcg(op, start, k, tol=monitor.tol, max_iter=max(max_iter, start.shape[1]))
         vectors = result.ritz_vectors[:, : k + guard]
     else:
