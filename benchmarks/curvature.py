@@ -15,7 +15,8 @@ compare across machines; wall seconds are in the JSON.
   curvlinops: its Hessian operator in scipy's ARPACK eigsh (which="LA", tol=1e-4).
 - Warm starts (MLP): measurements 100 full-batch SGD steps apart (lr 0.05, 12 of them), each
   started as HessianMonitor starts it: the first by Lanczos from a random vector, every later one
-  by LOBPCG from the previous k eigenvectors and one guard vector mixed with noise (`warm_start`). HVPs,
+  by LOBPCG from the previous k eigenvectors and one guard vector mixed with noise, or by Lanczos
+  again where that start has gone stale (`top_eigenpairs`). HVPs,
   gradient steps (graph build included) and the true error against a float64 Lanczos reference
   (tol 1e-9) at every measurement; a cold Lanczos on the same weights for comparison.
 - Diagonal statistics (mean, std, max): relative error against the exact diagonal (BackPACK's
@@ -51,9 +52,8 @@ from phasetrain.curvature import (  # noqa: E402
     diagonal_statistics,
     exact_diagonal,
     lanczos,
-    lobpcg,
 )
-from phasetrain.monitors.hessian import GUARD, warm_start  # noqa: E402
+from phasetrain.monitors.hessian import top_eigenpairs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curvature.json"
 
@@ -301,7 +301,7 @@ def eigen_rows(model, x, y, clock, seeds: list[int], ks=(1, 5)) -> tuple[list[fl
 def warm_rows(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock, ks=(1, 3), measurements: int = 12,
               spacing: int = 100, lr: float = 0.05) -> list[dict]:
     """Per k: measurements `spacing` full-batch SGD steps apart, started as HessianMonitor starts
-    them (cold Lanczos first, then LOBPCG from the kept vectors and a guard vector: `warm_start`),
+    them (`top_eigenpairs`: cold Lanczos first, then LOBPCG from the kept vectors unless stale),
     against a float64 reference and a cold Lanczos on the same weights."""
     moving = copy.deepcopy(model)
     opt = torch.optim.SGD(moving.parameters(), lr=lr)
@@ -319,21 +319,17 @@ def warm_rows(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock, ks=(1, 3
         for k in ks:
             def measure(k: int = k):
                 with HessianOperator(moving, F.cross_entropy, [(x, y)]) as op:
-                    if kept[k] is None:
-                        res = lanczos(op, k, generator=gens[k], return_eigenvectors=True, guard=GUARD)
-                        vectors = res.eigenvectors
-                    else:
-                        res = lobpcg(op, warm_start(kept[k], k, gens[k]), k)
-                        vectors = res.ritz_vectors[:, : k + GUARD]
-                    return res, vectors, op.num_matvecs
+                    res, vectors, warm = top_eigenpairs(op, k, kept[k], gens[k], tol=1e-3, max_iter=150)
+                    return res, vectors, op.num_matvecs, warm
 
-            (res, vectors, hvps), steps, seconds = clock.measure(measure)
+            (res, vectors, hvps, warm), steps, seconds = clock.measure(measure)
             kept[k] = vectors
             (_, cold_hvps, _), cold_steps, _ = clock.measure(lambda k=k: run_phasetrain(moving, x, y, k, 100 + m))
-            runs[k].append({"sgd_steps": m * spacing, "warm": m > 0, "hvps": hvps, "steps": steps, "seconds": seconds,
+            runs[k].append({"sgd_steps": m * spacing, "warm": m > 0, "lobpcg": warm, "hvps": hvps, "steps": steps, "seconds": seconds,
                             "converged": res.converged, "rel_error": rel_error(res.eigenvalues.tolist(), ref),
                             "cold_hvps": cold_hvps, "cold_steps": cold_steps, "reference": ref[:k]})
-            print(f"k={k} after {m * spacing} SGD steps: {hvps} HVPs, {steps:.1f} grad steps, "
+            print(f"k={k} after {m * spacing} SGD steps ({'LOBPCG' if warm else 'Lanczos'}): {hvps} HVPs, "
+                  f"{steps:.1f} grad steps, "
                   f"error {runs[k][-1]['rel_error']:.1e} (cold Lanczos: {cold_hvps} HVPs, {cold_steps:.1f} steps)",
                   flush=True)
     rows = []

@@ -64,3 +64,13 @@ def test_bad_arguments_are_rejected_with_their_names():
         lobpcg(a, torch.ones(6, 2, dtype=torch.float64), 2)
     with pytest.raises(ValueError, match="which"):
         lobpcg(a, torch.ones(6, 1, dtype=torch.float64), 1, which="SA")
+
+
+def test_a_stale_start_gives_up_after_the_first_rayleigh_ritz():
+    a, q = _symmetric(_spectrum())
+    stale = torch.randn(300, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)  # far from any
+    result = lobpcg(a, stale, 2, give_up=0.2)
+    assert result.gave_up and not result.converged and result.num_matvecs == 3
+    assert torch.all(result.residuals > 0.2 * result.eigenvalues.abs())
+    fresh = lobpcg(a, q[:, :3] + 1e-3 * stale, 2, give_up=0.2)
+    assert not fresh.gave_up and fresh.converged

@@ -39,9 +39,11 @@ from phasetrain.curvature.operator import LinearOperator, operator_size
 @dataclass
 class BlockResult(LanczosResult):
     """A `LanczosResult` (the k certified pairs) plus `ritz_vectors`: all p Ritz vectors of the final
-    block, shape (dim, p), best first (the first k are `eigenvectors`): the next warm start."""
+    block, shape (dim, p), best first (the first k are `eigenvectors`): the next warm start; and
+    `gave_up`: stopped after the first Rayleigh-Ritz because the start was stale (`give_up`)."""
 
     ritz_vectors: Tensor | None = None
+    gave_up: bool = False
 
 
 def _orthonormal_rows(w: Tensor, against: Tensor | None, drop: float) -> Tensor:
@@ -76,6 +78,7 @@ def lobpcg(
     which: str = "LA",
     tol: float = 1e-3,
     max_iter: int = 150,
+    give_up: float | None = None,
 ) -> BlockResult:
     """Top-`k` eigenpairs of the symmetric n x n operator `op` (`LinearOperator`) by LOBPCG from
     the block `start` (shape (n, p), p >= k independent columns: e.g. the previous top
@@ -85,7 +88,10 @@ def lobpcg(
     wanted pair has residual <= `tol * |theta_i|` (as `lanczos`), or before a step would exceed
     `max_iter` products in all (then `converged` is False and the best pairs found are returned).
     The block keeps p Ritz vectors throughout (the p - k beyond the wanted ones speed up the
-    wanted ones' convergence). Returns the k pairs, best first, and all p vectors (`BlockResult`).
+    wanted ones' convergence). `give_up`: if, after the first Rayleigh-Ritz (p products), some
+    wanted pair's residual exceeds `give_up * |theta|`, stop there (`gave_up`): the start is too far
+    from the eigenvectors for a warm start to pay (a cold Lanczos is cheaper; docs/curvature.md).
+    Returns the k pairs, best first, and all p vectors (`BlockResult`).
     The vectors are kept as rows (the basis [X; P; W] and its products, each (m, n)), so every pass
     over them is one matrix product, and the orthogonality of P to X is arranged on the
     Rayleigh-Ritz coefficients (Hetmaniuk & Lehoucq 2006), not on the long vectors.
@@ -105,7 +111,7 @@ def lobpcg(
     basis, a_basis = buffers[0][0][:p], buffers[0][1][:p]
     basis.copy_(x)
     a_basis.copy_(_products(op, x))
-    used, turn = p, 0
+    used, turn, gave_up = p, 0, False
     while True:
         gram = (basis @ a_basis.T).double().cpu()
         theta, coeffs = torch.linalg.eigh((gram + gram.T) / 2)
@@ -128,6 +134,9 @@ def lobpcg(
         scale = max(float(np.max(np.abs(theta.numpy()))), np.finfo(np.float64).tiny)
         met = resid[:k] <= np.maximum(tol * np.abs(theta_k[:k]), 10 * eps * scale)
         active = [j for j in range(k) if not met[j]]
+        if give_up is not None and used == p and np.any(resid[:k] > give_up * np.abs(theta_k[:k])):
+            gave_up = True
+            break
         if not active or used + len(active) > max_iter:
             break
         w = _orthonormal_rows(residuals[active], xp, eps**0.5)
@@ -146,4 +155,5 @@ def lobpcg(
         num_matvecs=used,
         converged=bool(np.all(met)),
         ritz_vectors=x,
+        gave_up=gave_up,
     )

@@ -13,7 +13,8 @@ What it measures, and on what:
 - `method="eigenvalues"`: `hessian_eig_1 >= ... >= hessian_eig_k`, the largest *algebraic*
   eigenvalues (the Hessian is indefinite; eig_1 is the "sharpness"): the first time by Lanczos from
   a random start, then by LOBPCG from the previous top k eigenvectors and `GUARD` guard vectors
-  (the next Ritz vectors) mixed with a little noise (`warm_start`, `phasetrain.curvature.lobpcg`); the same certificate either way (every
+  (the next Ritz vectors) mixed with a little noise (`warm_start`, `phasetrain.curvature.lobpcg`),
+  unless that start has gone stale (`STALE`: then by Lanczos again; `top_eigenpairs`); the same certificate either way (every
   residual <= tol * |eigenvalue|). For `torch.optim.SGD` without Nesterov also
   `hessian_eos_ratio` = eig_1 * lr_eff / (2 (1 + momentum)), lr_eff = lr * (1 - dampening).
   Gradient descent on a quadratic is stable iff it is <= 1 (Cohen et al. 2021, "Gradient Descent
@@ -43,12 +44,16 @@ from torch import Tensor
 
 from phasetrain._modes import eval_mode
 from phasetrain.curvature.diagonal import diagonal_statistics
-from phasetrain.curvature.lanczos import lanczos
+from phasetrain.curvature.lanczos import LanczosResult, lanczos
 from phasetrain.curvature.lobpcg import lobpcg
 from phasetrain.curvature.operator import Batch, HessianOperator, batch_size
 from phasetrain.monitors.base import Monitor, StepContext
 
 GUARD = 1  # eigenvectors kept beyond the k reported, for the next warm start
+# A warm start whose first Rayleigh-Ritz leaves a residual above STALE * |eigenvalue| is dropped for
+# a cold Lanczos: on the benchmark MLP such starts (0.4-0.6) cost LOBPCG more products than a cold
+# start, while those below 0.1 cost it a third to a half (docs/curvature.md).
+STALE = 0.2
 
 
 def _map(x: Any, fn: Callable[[Tensor], Tensor]) -> Any:
@@ -125,24 +130,32 @@ def warm_start(kept: Tensor, k: int, generator: torch.Generator, noise: float = 
     return torch.cat([kept[:, :k], guard + noise * r / torch.linalg.vector_norm(r, dim=0)], 1)
 
 
-def _eigenvalues(monitor: HessianMonitor, op: HessianOperator, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """`hessian_eig_1..k` (+ `hessian_eos_ratio`): cold Lanczos the first time, then LOBPCG from
-    the kept vectors (`warm_start`; module notes)."""
-    k = monitor.k
-    if k > op.num_params:
-        raise ValueError(f"k={k} exceeds the number of trainable parameters {op.num_params}")
-    kept = monitor.vectors
+def top_eigenpairs(
+    op: HessianOperator, k: int, kept: Tensor | None, generator: torch.Generator, *, tol: float, max_iter: int
+) -> tuple[LanczosResult, Tensor, bool]:
+    """The top k eigenpairs of `op` as the monitor measures them: by LOBPCG from `kept` (the last
+    Ritz vectors, shape (n, k + GUARD); `warm_start`) unless it is None or stale (`STALE`), else by
+    Lanczos from a random start drawn from `generator`. Returns the result (its `num_matvecs`
+    counts only the final solver's products), the Ritz vectors to keep (n, k + guard) and whether
+    the warm start was used."""
     guard = min(GUARD, op.num_params - k)
-    max_iter = min(monitor.max_iter, op.num_params)
+    max_iter = min(max_iter, op.num_params)
     if kept is not None and kept.shape == (op.num_params, k + guard):
-        start = warm_start(kept.to(op.device, op.dtype), k, monitor.generator)
-        result = lobpcg(op, start, k, tol=monitor.tol, max_iter=max(max_iter, start.shape[1]))
-        vectors = result.ritz_vectors[:, : k + guard]
-    else:
-        result = lanczos(op, k, tol=monitor.tol, max_iter=max_iter, generator=monitor.generator,
-                         return_eigenvectors=True, guard=guard)
-        vectors = result.eigenvectors
-    monitor.vectors = vectors.detach() if vectors.shape[1] == k + guard else None
+        start = warm_start(kept.to(op.device, op.dtype), k, generator)
+        result = lobpcg(op, start, k, tol=tol, max_iter=max(max_iter, start.shape[1]), give_up=STALE)
+        if not result.gave_up:
+            return result, result.ritz_vectors[:, : k + guard], True
+    result = lanczos(op, k, tol=tol, max_iter=max_iter, generator=generator, return_eigenvectors=True, guard=guard)
+    return result, result.eigenvectors, False
+
+
+def _eigenvalues(monitor: HessianMonitor, op: HessianOperator, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """`hessian_eig_1..k` (+ `hessian_eos_ratio`) by `top_eigenpairs`, keeping its vectors."""
+    if monitor.k > op.num_params:
+        raise ValueError(f"k={monitor.k} exceeds the number of trainable parameters {op.num_params}")
+    result, vectors, _ = top_eigenpairs(op, monitor.k, monitor.vectors, monitor.generator, tol=monitor.tol,
+                                        max_iter=monitor.max_iter)
+    monitor.vectors = vectors.detach()  # a block of another shape is never used: cold start next time
     values = result.eigenvalues.tolist()
     out = {f"hessian_eig_{i + 1}": v for i, v in enumerate(values)}
     ratio = eos_ratio(values[0], optimizer)
