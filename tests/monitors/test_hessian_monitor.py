@@ -218,3 +218,37 @@ def test_later_measurements_warm_start_lobpcg_from_the_kept_vectors(monkeypatch)
         got = torch.tensor([out[f"hessian_eig_{i}"] for i in (1, 2, 3)], dtype=torch.float64)
         torch.testing.assert_close(got, exact, rtol=1e-6, atol=1e-10)
     assert len(cold_calls) == 1  # only the first measurement was cold
+
+
+def test_a_time_budget_caps_the_fraction_and_backs_off_while_the_metric_stands_still(monkeypatch):
+    import types
+
+    import phasetrain.monitors.hessian as hessian_module
+
+    clock = [0.0]
+    monkeypatch.setattr(hessian_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def loss_fn(out, y):  # a measurement costs 0.5 s of wall time, a training step 1 s
+        clock[0] += 0.5
+        return F.cross_entropy(out, y)
+
+    model, batch = _model(), _batch(1)
+    monitor = HessianMonitor("diagonal", freq=2, budget=0.05, num_samples=100, num_exact=100)  # exact: no noise
+    steps = []
+    for step in range(1, 651):
+        clock[0] += 1.0
+        if step > 500:  # the weights move from here on, and so does the diagonal
+            with torch.no_grad():
+                model[0].weight.mul_(1.02)
+        if monitor.should_run(step):
+            monitor.compute(_ctx(model, batch, step=step, loss_fn=loss_fn))
+            steps.append(step)
+            assert monitor._spent <= 0.05 * clock[0] + 0.5  # within budget, give or take one measurement
+    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    still = [g for a, g in zip(steps, gaps) if a + g <= 500]
+    moving = [g for a, g in zip(steps, gaps) if a > 530]
+    assert still[:3] == [19, 10, 9]  # the budget alone: 0.5 s per 5% of ~10 s
+    assert [g for g in still[3:] if g > 10] == [16, 32, 64, 128, 128]  # then doubling while still, up to 64 * freq
+    assert moving and max(moving) <= 16  # back to short intervals once it moves
+    with pytest.raises(ValueError, match="budget"):
+        HessianMonitor(budget=1.5)

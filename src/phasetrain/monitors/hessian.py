@@ -35,6 +35,8 @@ without. A non-finite loss on the curvature batch gives NaN values instead of an
 """
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +56,10 @@ GUARD = 1  # eigenvectors kept beyond the k reported, for the next warm start
 # a cold Lanczos: on the benchmark MLP such starts (0.4-0.6) cost LOBPCG more products than a cold
 # start, while those below 0.1 cost it a third to a half (docs/curvature.md).
 STALE = 0.2
+# With a time budget: a leading metric that moved by more than MOVING (relative) between two
+# measurements keeps the interval at `freq`; otherwise it doubles, up to MAX_INTERVAL * freq.
+MOVING = 0.05
+MAX_INTERVAL = 64
 
 
 def _map(x: Any, fn: Callable[[Tensor], Tensor]) -> Any:
@@ -216,7 +222,9 @@ class HessianMonitor(Monitor):
     block, about one H v each) and its exactly verified entries (22 + 4; the probes are layer-block
     products H_gg z, many of them cheap);
     `batches`: fixed curvature batches `[(inputs, targets), ...]` (default: the first one seen);
-    `seed`: of the monitor's own generator (random starts and probes).
+    `seed`: of the monitor's own generator (random starts and probes);
+    `budget`: a fraction of wall time (e.g. 0.05) under which the monitor picks its own steps
+    (`should_run`; `freq` is then the shortest interval), or None for every `freq` steps.
     """
 
     def __init__(
@@ -231,6 +239,7 @@ class HessianMonitor(Monitor):
         max_iter: int = 150,
         num_samples: int = 22,
         num_exact: int = 4,
+        budget: float | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
@@ -260,6 +269,49 @@ class HessianMonitor(Monitor):
         self._generator: torch.Generator | None = None
         self._generator_state: Tensor | None = None
         self.vectors: Tensor | None = None  # the last Ritz vectors, (num_params, k + GUARD): the warm start
+        if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget < 1):
+            raise ValueError(f"budget must be a fraction of wall time in (0, 1) or None, got {budget!r}")
+        self.budget = budget
+        # With a budget: wall seconds spent in compute, the clock at the first should_run, the last
+        # call's cost, step and leading value, and the current interval in steps.
+        self._spent, self._clock_start, self._last_cost = 0.0, None, 0.0
+        self._last_step: int | None = None
+        self._last_value: float | None = None
+        self._gap = self.freq
+
+    def should_run(self, step: int) -> bool:
+        """Without `budget`: every `freq`-th step. With it: the first step asked about, then whenever
+        (a) `step` is at least the current interval past the last measurement (`freq` while the
+        leading metric, eig_1 or the diagonal's mean, moved by more than `MOVING` between the last
+        two measurements; doubled after every measurement that found it still, up to
+        `MAX_INTERVAL * freq`), and (b) one more measurement as costly as the last keeps the wall
+        time spent in `compute` within `budget` of the wall time since the first call (which is
+        why the trainer must ask at every step). Under `torch.distributed` the processes agree
+        (all measure only if all would): their clocks differ."""
+        if self.budget is None:
+            return step % self.freq == 0
+        now = time.perf_counter()
+        if self._clock_start is None:
+            self._clock_start = now
+        run = self._last_step is None or (
+            step - self._last_step >= self._gap
+            and self._spent + self._last_cost <= self.budget * (now - self._clock_start + self._last_cost)
+        )
+        if _world()[1] > 1:
+            flag = torch.tensor([int(run)])
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            run = bool(flag.item())
+        return run
+
+    def _account(self, step: int, seconds: float, out: dict[str, float]) -> None:
+        """Book a measurement's cost and adapt the interval to how much the leading metric moved."""
+        self._spent += seconds
+        self._last_cost = seconds
+        value = next(iter(out.values()), float("nan"))
+        if self._last_value is not None and math.isfinite(value) and math.isfinite(self._last_value):
+            moved = abs(value - self._last_value) > MOVING * max(abs(self._last_value), 1e-30)
+            self._gap = self.freq if moved else min(2 * self._gap, MAX_INTERVAL * self.freq)
+        self._last_value, self._last_step = value, step
 
     @property
     def generator(self) -> torch.Generator:
@@ -291,13 +343,18 @@ class HessianMonitor(Monitor):
     def compute(self, ctx: StepContext) -> dict[str, float]:
         """Measure on the fixed batch with every module in eval mode; restores the modes. Under
         `torch.distributed`, every process must call it at the same step (module notes)."""
+        start = time.perf_counter()
         batches = self._prepare(ctx)
         method = METHODS[self.method]
         distributed = _world()[1] > 1
         with eval_mode(ctx.model), HessianOperator(ctx.model, ctx.loss_fn, batches, distributed=distributed) as op:
             if not bool(torch.isfinite(op.loss)):
-                return {name: float("nan") for name in method.names(self, ctx.optimizer)}
-            return method.measure(self, op, ctx.optimizer)
+                out = {name: float("nan") for name in method.names(self, ctx.optimizer)}
+            else:
+                out = method.measure(self, op, ctx.optimizer)
+        if self.budget is not None:
+            self._account(ctx.step, time.perf_counter() - start, out)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Warm-start vectors, generator state and the fixed batches (tensors, lists, dicts only)."""
@@ -309,6 +366,7 @@ class HessianMonitor(Monitor):
             "generator_state": generator_state,
             "vectors": None if self.vectors is None else self.vectors.detach().cpu(),
             "batches": batches,
+            "schedule": [self._last_cost, self._last_step, self._last_value, self._gap],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -316,6 +374,8 @@ class HessianMonitor(Monitor):
         self._generator_state = state["generator_state"]
         self._generator = None
         self.vectors = state["vectors"]
+        if "schedule" in state:  # the wall clock (and the time spent) restart with the resumed run
+            self._last_cost, self._last_step, self._last_value, self._gap = state["schedule"]
         if state["batches"] is not None:
             self._batches = [(x, y) for x, y in state["batches"]]
             self._batch_device = None
