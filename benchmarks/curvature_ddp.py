@@ -6,7 +6,8 @@ diagonal statistics (22 + 4 block-product budget). "1 process": the whole batch 
 "2 ranks": each rank multiplies its half of the batch and the products are all-reduced
 (`HessianOperator(distributed=True)`). Interleaved: every repeat times the single process (on
 rank 0, rank 1 waiting at a barrier), then both ranks together; one thread per process. The
-numbers must agree (eigenvalues and the trace to 1e-5).
+numbers agree up to float32 rounding (summation order), which can move Lanczos's stop by a step
+and the diagonal's estimate by much less than its standard error.
 
 Run: python benchmarks/curvature_ddp.py [--repeats R] [--hidden H] [--batch B]
 Writes benchmarks/results/curvature_ddp.json.
@@ -88,13 +89,17 @@ def main() -> None:
         result = json.loads(Path(out).read_text())
     single, ranks = statistics.median(result["single_seconds"]), statistics.median(result["ranks_seconds"])
     v1, v2 = result["values"]["single"], result["values"]["ranks"]
-    agree = max(abs(a - b) / abs(a) for a, b in zip(v1["eig"] + [v1["trace"]], v2["eig"] + [v2["trace"]]))
-    summary = {"cpu_cores": os.cpu_count(), "threads_per_process": 1, "hidden": args.hidden, "batch": args.batch,
-               "single_median_seconds": single, "two_ranks_median_seconds": ranks, "speedup": single / ranks,
-               "products_per_measurement": result["products"], "max_rel_difference": agree, **result}
-    print(f"{os.cpu_count()} CPU cores (shared), 1 thread per process; {result['products']} products per measurement")
+    eig = max(abs(a - b) / abs(a) for a, b in zip(v1["eig"], v2["eig"]))
+    trace = abs(v1["trace"] - v2["trace"]) / abs(v1["trace"])
+    load = os.getloadavg()
+    summary = {"cpu_cores": os.cpu_count(), "load_average_1_5_15": load, "threads_per_process": 1,
+               "hidden": args.hidden, "batch": args.batch, "single_median_seconds": single,
+               "two_ranks_median_seconds": ranks, "speedup": single / ranks, "products_per_measurement": result["products"],
+               "eigenvalues_max_rel_difference": eig, "trace_rel_difference": trace, **result}
+    print(f"{os.cpu_count()} CPU cores, shared (load average {load[0]:.1f}), 1 thread per process; "
+          f"{result['products']} products per measurement")
     print(f"1 process: {single:.2f} s, 2 ranks: {ranks:.2f} s (median of {args.repeats}); speedup {single / ranks:.2f}x; "
-          f"eigenvalues and trace agree to {agree:.1e}")
+          f"eigenvalues agree to {eig:.1e}, the trace to {trace:.1e}")
     RESULTS.write_text(json.dumps(summary, indent=2))
     print(f"wrote {RESULTS}")
 

@@ -1,4 +1,5 @@
 import gc
+import itertools
 import math
 import random
 import weakref
@@ -244,7 +245,7 @@ def test_a_time_budget_caps_the_fraction_and_backs_off_while_the_metric_stands_s
             monitor.compute(_ctx(model, batch, step=step, loss_fn=loss_fn))
             steps.append(step)
             assert monitor._spent <= 0.05 * clock[0] + 0.5  # within budget, give or take one measurement
-    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(steps)]
     still = [g for a, g in zip(steps, gaps) if a + g <= 500]
     moving = [g for a, g in zip(steps, gaps) if a > 530]
     assert still[:3] == [19, 10, 9]  # the budget alone: 0.5 s per 5% of ~10 s

@@ -50,7 +50,7 @@ from phasetrain.curvature.hutchinson import (
     hutchinson_diagonal,
     on_group,
 )
-from phasetrain.curvature.operator import LinearOperator, agree, block_product, operator_size
+from phasetrain.curvature.operator import LinearOperator, block_product, operator_size, process_sum
 
 
 @dataclass
@@ -192,18 +192,21 @@ def counted_block_probes(
     """One block probe per group (`block_probe`) and its cost: the FLOPs of its matrix products and
     convolutions (`torch.utils.flop_counter`) plus `OP_COST` per dispatched operation for the
     device type, so that small layers, whose products are all overhead, are not taken for free.
-    Counted, not timed: the same model and batch get the same allocation on every run (and, through
-    `agree`, on every process of a distributed operator)."""
+    Counted, not timed: the same model and batch get the same allocation on every run; on a
+    distributed operator the FLOPs are summed over the processes and the operations averaged
+    (`process_sum`), so every process prices the blocks alike, as one process with the whole batch
+    would."""
     # Imported on first use: its first use costs ~1 s, once per process.
     from torch.utils.flop_counter import FlopCounterMode
 
     per_op = OP_COST.get(torch.device(op.device).type, OP_COST["cuda"])
-    probes, costs = [], []
+    probes, counts = [], []
     for group in groups:
         with FlopCounterMode(display=False) as flops, _OpCounter() as ops:
             probes.append(block_probe(op, group, generator))
-        costs.append(float(flops.get_total_flops()) + per_op * ops.ops)
-    return probes, agree(op, torch.tensor(costs, dtype=torch.float64, device=op.device)).tolist()
+        counts.append([float(flops.get_total_flops()), float(ops.ops), 1.0])
+    totals = process_sum(op, torch.tensor(counts, dtype=torch.float64, device=op.device))
+    return probes, (totals[:, 0] + per_op * totals[:, 1] / totals[:, 2]).tolist()
 
 
 def block_diagonal_entries(

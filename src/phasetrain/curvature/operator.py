@@ -24,7 +24,7 @@ class LinearOperator(Protocol):
     `shape == (n, n)`, `dtype`, `device` and `op @ v` for a vector `v` of shape `(n,)` (returning
     shape `(n,)`). A dense square tensor is one; so is `HessianOperator`. Optionally
     `block_matvec(group, v)`, the product with the diagonal block of a slice (`block_product`),
-    and `agree(values)`, the mean of a tensor over processes (`HessianOperator.agree`)."""
+    and `sum_over_processes(values)` (`HessianOperator.sum_over_processes`)."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
@@ -59,9 +59,9 @@ def block_product(op: LinearOperator, group: slice, v: Tensor) -> Tensor:
     return (op @ full)[group]
 
 
-def agree(op: LinearOperator, values: Tensor) -> Tensor:
-    """`op.agree(values)` where the operator spans processes, else `values`."""
-    return op.agree(values) if hasattr(op, "agree") else values
+def process_sum(op: LinearOperator, values: Tensor) -> Tensor:
+    """`op.sum_over_processes(values)` where the operator has it, else `values`."""
+    return op.sum_over_processes(values) if hasattr(op, "sum_over_processes") else values
 
 
 def trainable_parameters(model: nn.Module) -> list[Tensor]:
@@ -136,7 +136,7 @@ class HessianOperator:
     so the gradient graph is freed when the computation ends. Never touches `.grad`.
 
     `distributed=True` (`torch.distributed` initialised): `batches` are this process's share of
-    the curvature batches; the loss, every product and `agree` are summed over the processes,
+    the curvature batches; the loss, every product and `sum_over_processes` are summed over the processes,
     weighted by their sample counts, so every process gets the Hessian of the union of all shares
     (and identical numbers). Every process must then make the same sequence of calls. A process
     whose share is empty contributes zero.
@@ -207,12 +207,10 @@ class HessianOperator:
         torch.distributed.all_reduce(t)
         return t
 
-    def agree(self, values: Tensor) -> Tensor:
-        """The mean of `values` over the processes (unchanged in one process): for decisions that
-        every process must take alike from numbers measured locally (e.g. operation counts)."""
-        if not self.distributed:
-            return values
-        return self._sum(values.clone()) / torch.distributed.get_world_size()
+    def sum_over_processes(self, values: Tensor) -> Tensor:
+        """`values` summed over the processes (unchanged in one process): for decisions that every
+        process must take alike from numbers measured locally (e.g. the FLOPs of a product)."""
+        return self._sum(values.clone()) if self.distributed else values
 
     def matvec(self, v: Tensor) -> Tensor:
         """H v for a flat vector `v` of shape `(num_params,)`; returns the same shape and dtype."""
