@@ -31,10 +31,10 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curvature import build_mlp  # noqa: E402
+from curvature import build_mlp
 
-from phasetrain.curvature import HessianOperator, diagonal_statistics, lanczos  # noqa: E402
-from phasetrain.monitors.hessian import _share  # noqa: E402
+from phasetrain.curvature import HessianOperator, diagonal_statistics, lanczos
+from phasetrain.monitors.hessian import batch_share
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curvature_ddp.json"
 
@@ -59,7 +59,7 @@ def worker(rank: int, world: int, init: str, args: argparse.Namespace, out: str)
     model = build_mlp(args.hidden)
     gen = torch.Generator().manual_seed(0)
     batch = (torch.randn(args.batch, 784, generator=gen), torch.randint(0, 10, (args.batch,), generator=gen))
-    share = _share(batch, rank, world)
+    share = batch_share(batch, rank, world)
     lanczos(torch.eye(4), 1, generator=torch.Generator())  # first-call set-up, untimed
     measure(model, share, True)
     single, ranks, values = [], [], {}

@@ -22,7 +22,8 @@ What it measures, and on what:
 - `method="diagonal"`: `hessian_diag_mean` (with `hessian_diag_mean_stderr`), `hessian_diag_std`
   (with `hessian_diag_std_stderr`), `hessian_diag_max` and `hessian_trace`; see
   `phasetrain.curvature.diagonal` for what is exact and what is estimated.
-Methods are the table `METHODS`: a new one is a function and an entry.
+Methods are the table `METHODS`: a new one is a function and an entry. With `budget` (a fraction
+of wall time) the monitor picks its own steps (`HessianMonitor.should_run`).
 Under `torch.distributed` (initialised, world size > 1) every process must call `compute` at the
 same steps: each multiplies its share of the curvature batch (the `batches` given, split along
 dim 0 by rank; by default, the first batch each process saw, their union being the global batch),
@@ -83,7 +84,7 @@ def _to(x: Any, device: torch.device) -> Any:
     return _map(x, lambda t: t.detach().to(device, copy=True))
 
 
-def _share(batch: Batch, rank: int, world: int) -> Batch:
+def batch_share(batch: Batch, rank: int, world: int) -> Batch:
     """Process `rank`'s share of `batch`: every tensor with the batch's length along dim 0 split
     into `world` near-equal parts (`torch.tensor_split`), part `rank` kept; other tensors whole."""
     n = batch_size(batch)
@@ -337,7 +338,7 @@ class HessianMonitor(Monitor):
                 self._generator.set_state(self._generator_state)
         rank, world = _world()
         if world > 1 and self._split:
-            return [_share(b, rank, world) for b in self._batches]
+            return [batch_share(b, rank, world) for b in self._batches]
         return self._batches
 
     def compute(self, ctx: StepContext) -> dict[str, float]:
