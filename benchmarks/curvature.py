@@ -47,13 +47,13 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from phasetrain.curvature import (  # noqa: E402
+from phasetrain.curvature import (
     HessianOperator,
     diagonal_statistics,
     exact_diagonal,
     lanczos,
 )
-from phasetrain.monitors.hessian import top_eigenpairs  # noqa: E402
+from phasetrain.monitors.hessian import top_eigenpairs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curvature.json"
 
@@ -195,8 +195,8 @@ def hvp_costs(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock) -> list[
                        ("BackPACK hvp (recomputed)", hvp_backpack)):
         try:
             matvec = make(model, x, y)
-            rows.append({"backend": name, "steps": clock.ratio(lambda: matvec(v))})
-        except Exception as exc:  # a third-party failure is a result to report, not to hide
+            rows.append({"backend": name, "steps": clock.ratio(lambda matvec=matvec: matvec(v))})
+        except Exception as exc:  # noqa: BLE001 - a third-party failure is a result to report, not to hide
             rows.append({"backend": name, "steps": None, "error": f"{type(exc).__name__}: {exc}"[:200]})
     return rows
 
@@ -280,9 +280,9 @@ def eigen_rows(model, x, y, clock, seeds: list[int], ks=(1, 5)) -> tuple[list[fl
             runs = []
             try:
                 for seed in seeds:
-                    (values, hvps), steps, seconds = clock.measure(lambda: solve(k, seed))
+                    (values, hvps), steps, seconds = clock.measure(lambda solve=solve, k=k, seed=seed: solve(k, seed))
                     runs.append((steps, hvps, values, seconds))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a solver's failure is a row of the table
                 traceback.print_exc()
                 rows.append({"method": name, "k": k, "error": f"{type(exc).__name__}: {exc}"[:200]})
                 continue
@@ -324,7 +324,7 @@ def warm_rows(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock, ks=(1, 3
 
             (res, vectors, hvps, warm), steps, seconds = clock.measure(measure)
             kept[k] = vectors
-            (_, cold_hvps, _), cold_steps, _ = clock.measure(lambda k=k: run_phasetrain(moving, x, y, k, 100 + m))
+            (_, cold_hvps, _), cold_steps, _ = clock.measure(lambda k=k, m=m: run_phasetrain(moving, x, y, k, 100 + m))
             runs[k].append({"sgd_steps": m * spacing, "warm": m > 0, "lobpcg": warm, "hvps": hvps, "steps": steps, "seconds": seconds,
                             "converged": res.converged, "rel_error": rel_error(res.eigenvalues.tolist(), ref),
                             "cold_hvps": cold_hvps, "cold_steps": cold_steps, "reference": ref[:k]})
@@ -390,7 +390,7 @@ def diagonal_rows(model, x, y, clock, seeds, exact_by: str) -> dict:
                                        block_products=True)
 
     for seed in seeds:
-        stats, steps, _ = clock.measure(lambda: estimate(seed))
+        stats, steps, _ = clock.measure(lambda seed=seed: estimate(seed))
         runs.append((steps, stats))
     errors = {key: [abs(getattr(s, key) - truth[key]) / abs(truth[key]) for _, s in runs] for key in truth}
     mean_z = [abs(s.mean - truth["mean"]) / s.mean_stderr for _, s in runs]
@@ -416,7 +416,7 @@ def pyhessian_trace(model, x, y, seed, n, clock) -> dict:
             np.random.seed(seed)
             traces, steps, seconds = clock.measure(
                 lambda: ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False).trace())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PyHessian missing or failing is a result to report
         return {"error": f"{type(exc).__name__}: {exc}"[:200]}
     return {"mean": float(np.mean(traces)) / n, "steps": steps, "seconds": seconds, "hvps": counter.calls}
 

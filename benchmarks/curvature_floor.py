@@ -36,9 +36,9 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curvature import StepClock, build_cnn, build_mlp  # noqa: E402
+from curvature import StepClock, build_cnn, build_mlp
 
-from phasetrain.curvature import HessianOperator, lanczos  # noqa: E402
+from phasetrain.curvature import HessianOperator, lanczos
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curvature_floor.json"
 TOL = 1e-3
@@ -113,8 +113,9 @@ def floor_case(name: str, model, x: Tensor, y: Tensor, seeds: list[int], steps: 
         traces = [ritz_trace(op.matvec, op.num_params, steps, seed) for seed in seeds]
     rows = []
     for k in (1, 3, 5):
-        oracle = [first_iteration(t, lambda th, r: len(th) >= k and true_error(th, ref, k) <= TOL) for t in traces]
-        stops = [first_iteration(t, lambda th, r: len(th) > k and bool(np.all(r[:k] <= TOL * np.abs(th[:k]))))
+        oracle = [first_iteration(t, lambda th, r, k=k: len(th) >= k and true_error(th, ref, k) <= TOL)
+                  for t in traces]
+        stops = [first_iteration(t, lambda th, r, k=k: len(th) > k and bool(np.all(r[:k] <= TOL * np.abs(th[:k]))))
                  for t in traces]
         errors = [true_error(t[s - 1][0], ref, k) if s else float("nan") for t, s in zip(traces, stops)]
         row = {"k": k, "oracle_products": oracle, "residual_test_products": stops, "residual_test_errors": errors,
