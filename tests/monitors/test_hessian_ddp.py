@@ -23,13 +23,19 @@ def _batches() -> list:
             for n in (17, 6)]
 
 
-def _measure() -> dict[str, float]:
-    """Eigenvalues twice (cold, then warm after the weights move) and the diagonal statistics."""
+def _measure(rank: int | None = None) -> dict[str, float]:
+    """Eigenvalues twice (cold, then warm after the weights move) and the diagonal statistics on the
+    given batches; and eigenvalues on the default batch: on rank r its own first batch, _batches()[r]
+    (in one process, both)."""
     model = _model()
-    ctx = StepContext(model, F.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1), 1, 0, _batches()[0],
+    own = _batches()[rank or 0]
+    ctx = StepContext(model, F.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1), 1, 0, own,
                       torch.device("cpu"))
+    default = HessianMonitor("eigenvalues", k=2, tol=1e-9, max_iter=75, batches=None if rank is not None else _batches())
+    out = {f"default_{k}": v for k, v in default.compute(ctx).items()}
+    out["default_saved_samples"] = float(sum(len(y) for _, y in default.state_dict()["batches"]))  # the union: 23
     eig = HessianMonitor("eigenvalues", k=3, tol=1e-9, max_iter=75, batches=_batches())
-    out = {f"cold_{k}": v for k, v in eig.compute(ctx).items()}
+    out.update({f"cold_{k}": v for k, v in eig.compute(ctx).items()})
     with torch.no_grad():
         model[0].weight.mul_(1.05)
     out.update({f"warm_{k}": v for k, v in eig.compute(ctx).items()})
@@ -41,7 +47,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        torch.save(_measure(), os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(_measure(rank), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -51,6 +57,6 @@ def test_two_ranks_give_the_single_process_numbers(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = _measure()
     assert ranks[0] == ranks[1]  # bit for bit: same products, same random probes, same decisions
-    assert set(ranks[0]) == set(single) and "hessian_trace" in single and "warm_hessian_eig_3" in single
+    assert set(ranks[0]) == set(single) and {"hessian_trace", "warm_hessian_eig_3", "default_hessian_eig_2"} <= set(single)
     for name, value in single.items():
         assert abs(ranks[0][name] - value) <= 1e-5 * abs(value) + 1e-12, name

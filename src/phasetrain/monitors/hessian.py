@@ -26,7 +26,7 @@ Methods are the table `METHODS`: a new one is a function and an entry. With `bud
 of wall time) the monitor picks its own steps (`HessianMonitor.should_run`).
 Under `torch.distributed` (initialised, world size > 1) every process must call `compute` at the
 same steps: each multiplies its share of the curvature batch (the `batches` given, split along
-dim 0 by rank; by default, the first batch each process saw, their union being the global batch),
+dim 0 by rank; by default, the union of the first batches the processes saw, gathered once),
 products and losses are summed over processes weighted by sample counts, and random probes and
 starts are the same everywhere (same seed), so every process returns the numbers one process
 would compute on the whole batch.
@@ -265,7 +265,7 @@ class HessianMonitor(Monitor):
         )):
             raise ValueError(f"batches must be a non-empty list of (inputs, targets), got {batches!r}")
         self._batches: list[Batch] | None = None if batches is None else [tuple(b) for b in batches]
-        self._split = batches is not None  # given batches are split between processes; own ones are shares
+        self._split = batches is not None  # split between processes (given ones, or the union of first ones)
         self._batch_device: torch.device | None = None
         self._generator: torch.Generator | None = None
         self._generator_state: Tensor | None = None
@@ -325,9 +325,16 @@ class HessianMonitor(Monitor):
         device = torch.device(ctx.device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
+        rank, world = _world()
         if self._batches is None:
             self._batches = [ctx.batch]
             self._batch_device = None
+            if world > 1:  # keep the union of the processes' first batches: what a checkpoint saves
+                gathered: list[Any] = [None] * world
+                torch.distributed.all_gather_object(gathered, [(_to(x, torch.device("cpu")), _to(y, torch.device("cpu")))
+                                                               for x, y in self._batches])
+                self._batches = [b for part in gathered for b in part]
+                self._split = True
         if self._batch_device != device:
             self._batches = [(_to(x, device), _to(y, device)) for x, y in self._batches]
             self._batch_device = device
@@ -336,7 +343,6 @@ class HessianMonitor(Monitor):
             self._generator.manual_seed(self.seed)
             if self._generator_state is not None:
                 self._generator.set_state(self._generator_state)
-        rank, world = _world()
         if world > 1 and self._split:
             return [batch_share(b, rank, world) for b in self._batches]
         return self._batches
@@ -368,6 +374,7 @@ class HessianMonitor(Monitor):
             "vectors": None if self.vectors is None else self.vectors.detach().cpu(),
             "batches": batches,
             "schedule": [self._last_cost, self._last_step, self._last_value, self._gap],
+            "split": self._split,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -375,6 +382,7 @@ class HessianMonitor(Monitor):
         self._generator_state = state["generator_state"]
         self._generator = None
         self.vectors = state["vectors"]
+        self._split = state.get("split", self._split)
         if "schedule" in state:  # the wall clock (and the time spent) restart with the resumed run
             self._last_cost, self._last_step, self._last_value, self._gap = state["schedule"]
         if state["batches"] is not None:
