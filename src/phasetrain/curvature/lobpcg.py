@@ -10,7 +10,7 @@ unconverged wanted pairs ("soft locking"), and the first step p (one per start v
 Started from the previous measurement's top eigenvectors plus a few guard vectors (the next Ritz
 vectors), on a Hessian that has drifted, the Rayleigh-Ritz on the start block alone already gives
 residuals near the tolerance: on the benchmark MLP, 100 SGD steps apart, once the top
-eigenvectors stop rotating, k=3 is certified with 9-11 products against 25-31 for a cold Lanczos
+eigenvectors stop rotating, k=3 is certified with 9-11 products against 27-31 for a cold Lanczos
 (docs/curvature.md). A single-vector Lanczos
 started from a combination of those vectors cannot do that: its Krylov space must first
 suppress the rest of the start's spectrum, ~30 products for the clustered top of a network
@@ -112,8 +112,8 @@ def lobpcg(
     basis.copy_(x)
     a_basis.copy_(_products(op, x))
     used, turn, gave_up = p, 0, False
+    gram = (basis @ a_basis.T).double().cpu()  # S A S^T; later assembled from small pieces
     while True:
-        gram = (basis @ a_basis.T).double().cpu()
         theta, coeffs = torch.linalg.eigh((gram + gram.T) / 2)
         keep = wanted(theta.numpy(), p, which).tolist()
         c_x = coeffs[:, keep]
@@ -123,7 +123,8 @@ def lobpcg(
         c_p -= c_x @ (c_x.T @ c_p)
         q, r = torch.linalg.qr(c_p)
         c_p = q[:, r.diagonal().abs() > 1e-10]
-        mix = torch.cat([c_x, c_p], 1).T.to(dtype=dtype, device=device)
+        mix64 = torch.cat([c_x, c_p], 1).T
+        mix = mix64.to(dtype=dtype, device=device)
         turn, m = 1 - turn, mix.shape[0]
         xp = torch.matmul(mix, basis, out=buffers[turn][0][:m])
         a_xp = torch.matmul(mix, a_basis, out=buffers[turn][1][:m])
@@ -147,6 +148,13 @@ def lobpcg(
         for j, row in enumerate(w):
             a_basis[m + j] = (op @ row).to(dtype)
         used += w.shape[0]
+        # The new Gram matrix: [X; P] against itself is mix G mix^T (no pass over the long rows);
+        # only W's rows need products with the basis (by symmetry, (A W) . [X; P; W]).
+        cross = (a_basis[m:] @ basis.T).double().cpu()
+        previous, gram = gram, torch.empty(basis.shape[0], basis.shape[0], dtype=torch.float64)
+        gram[:m, :m] = mix64 @ previous @ mix64.T
+        gram[m:] = cross
+        gram[:m, m:] = cross[:, :m].T
     x = xp[:p].T.contiguous()
     return BlockResult(
         eigenvalues=torch.as_tensor(theta_k[:k], dtype=dtype),
