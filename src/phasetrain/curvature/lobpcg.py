@@ -11,10 +11,8 @@ Started from the previous measurement's top eigenvectors plus a few guard vector
 vectors), on a Hessian that has drifted, the Rayleigh-Ritz on the start block alone already gives
 residuals near the tolerance: on the benchmark MLP, 100 SGD steps apart, once the top
 eigenvectors stop rotating, k=3 is certified with 9-11 products against 27-31 for a cold Lanczos
-(docs/curvature.md). A single-vector Lanczos
-started from a combination of those vectors cannot do that: its Krylov space must first
-suppress the rest of the start's spectrum, ~30 products for the clustered top of a network
-Hessian.
+and 12-14 for Lanczos started from the sum of the previous eigenvectors (docs/curvature.md; each
+step's block operations cost time too, so it is fewer products, not always less time, on a CPU).
 
 Stop: the same certificate as `lanczos`, on the true residuals: every wanted Ritz pair has
 ||A y_i - theta_i y_i|| <= tol * |theta_i| (then an eigenvalue lies within tol * |theta_i| of
