@@ -13,13 +13,18 @@ compare across machines; wall seconds are in the JSON.
   phasetrain's tol bounds the relative eigenvalue error: residual ||H y - theta y|| <= tol * |theta|.
   PyHessian: power iteration with deflation, its default tol=1e-3 (change between iterations).
   curvlinops: its Hessian operator in scipy's ARPACK eigsh (which="LA", tol=1e-4).
-  "warm": phasetrain started from the previous top eigenvector (as HessianMonitor does), after
-  one SGD step (lr 0.05) on the batch.
+- Warm starts (MLP): measurements 100 full-batch SGD steps apart (lr 0.05, 12 of them), each
+  started as HessianMonitor starts it: the first by Lanczos from a random vector, every later one
+  by LOBPCG from the previous k eigenvectors and one guard vector mixed with noise, or by Lanczos
+  again where that start has gone stale (`top_eigenpairs`). HVPs,
+  gradient steps (graph build included) and the true error against a float64 Lanczos reference
+  (tol 1e-9) at every measurement; a cold Lanczos on the same weights for comparison.
 - Diagonal statistics (mean, std, max): relative error against the exact diagonal (BackPACK's
   DiagHessian, checked against HVP entries, or one HVP per coordinate on the small MLP).
 
-Run: python benchmarks/curvature.py [--small] [--hidden H] [--batch B] [--seeds S] [--threads T]
-Writes a table to stdout and benchmarks/results/curvature.json.
+Run: python benchmarks/curvature.py [--small] [--hidden H] [--batch B] [--seeds S] [--threads T] [--warm-only]
+Writes a table to stdout and benchmarks/results/curvature.json (`--warm-only`: only the warm-start
+rows, merged into the existing JSON).
 """
 from __future__ import annotations
 
@@ -42,13 +47,13 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from phasetrain.curvature import (  # noqa: E402
+from phasetrain.curvature import (
     HessianOperator,
     diagonal_statistics,
     exact_diagonal,
     lanczos,
 )
-from phasetrain.monitors.hessian import warm_start_vector  # noqa: E402
+from phasetrain.monitors.hessian import top_eigenpairs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curvature.json"
 
@@ -124,6 +129,16 @@ class Counter:
         return self.fn(v)
 
 
+class CountingOperator(Counter):
+    """A counted matvec as an operator for phasetrain.curvature (shape, dtype, device, @)."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], n: int) -> None:
+        super().__init__(fn)
+        self.shape, self.dtype, self.device = (n, n), torch.float32, torch.device("cpu")
+
+    __matmul__ = Counter.__call__
+
+
 def flat_split(model: nn.Module, v: Tensor) -> list[Tensor]:
     params = list(model.parameters())
     return [t.view_as(p) for t, p in zip(v.split([p.numel() for p in params]), params)]
@@ -180,8 +195,8 @@ def hvp_costs(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock) -> list[
                        ("BackPACK hvp (recomputed)", hvp_backpack)):
         try:
             matvec = make(model, x, y)
-            rows.append({"backend": name, "steps": clock.ratio(lambda: matvec(v))})
-        except Exception as exc:  # a third-party failure is a result to report, not to hide
+            rows.append({"backend": name, "steps": clock.ratio(lambda matvec=matvec: matvec(v))})
+        except Exception as exc:  # noqa: BLE001 - a third-party failure is a result to report, not to hide
             rows.append({"backend": name, "steps": None, "error": f"{type(exc).__name__}: {exc}"[:200]})
     return rows
 
@@ -191,8 +206,8 @@ def reference_eigenvalues(model: nn.Module, x: Tensor, y: Tensor, k: int) -> tup
     """Top-k eigenvalues (float64, Lanczos tol 1e-9) and the top eigenvector."""
     m64 = copy.deepcopy(model).double()
     with HessianOperator(m64, F.cross_entropy, [(x.double(), y)]) as op:
-        res = lanczos(op.matvec, op.num_params, k, tol=1e-9, max_iter=min(600, op.num_params),
-                      dtype=torch.float64, generator=torch.Generator().manual_seed(123), return_eigenvectors=True)
+        res = lanczos(op, k, tol=1e-9, max_iter=min(600, op.num_params),
+                      generator=torch.Generator().manual_seed(123), return_eigenvectors=True)
     if not res.converged:
         raise RuntimeError("reference Lanczos did not converge")
     return res.eigenvalues.tolist(), res.eigenvectors[:, 0].float()
@@ -200,14 +215,14 @@ def reference_eigenvalues(model: nn.Module, x: Tensor, y: Tensor, k: int) -> tup
 
 def run_phasetrain(model, x, y, k, seed, v0=None, hvp_factory=None, tol=1e-3):
     gen = torch.Generator().manual_seed(seed)
+    n = sum(p.numel() for p in model.parameters())
     if hvp_factory is None:
         with HessianOperator(model, F.cross_entropy, [(x, y)]) as op:
-            counter = Counter(op.matvec)
-            res = lanczos(counter, op.num_params, k, tol=tol, generator=gen, v0=v0, return_eigenvectors=True)
+            counter = CountingOperator(op.matvec, n)
+            res = lanczos(counter, k, tol=tol, generator=gen, v0=v0, return_eigenvectors=True)
     else:
-        counter = Counter(hvp_factory(model, x, y))
-        n = sum(p.numel() for p in model.parameters())
-        res = lanczos(counter, n, k, tol=tol, generator=gen, v0=v0)
+        counter = CountingOperator(hvp_factory(model, x, y), n)
+        res = lanczos(counter, k, tol=tol, generator=gen, v0=v0)
     return res.eigenvalues.tolist(), counter.calls, res
 
 
@@ -265,9 +280,9 @@ def eigen_rows(model, x, y, clock, seeds: list[int], ks=(1, 5)) -> tuple[list[fl
             runs = []
             try:
                 for seed in seeds:
-                    (values, hvps), steps, seconds = clock.measure(lambda: solve(k, seed))
+                    (values, hvps), steps, seconds = clock.measure(lambda solve=solve, k=k, seed=seed: solve(k, seed))
                     runs.append((steps, hvps, values, seconds))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a solver's failure is a row of the table
                 traceback.print_exc()
                 rows.append({"method": name, "k": k, "error": f"{type(exc).__name__}: {exc}"[:200]})
                 continue
@@ -280,28 +295,58 @@ def eigen_rows(model, x, y, clock, seeds: list[int], ks=(1, 5)) -> tuple[list[fl
                 "returned_sorted": all(r[2] == sorted(r[2], reverse=True) for r in runs),
                 "values_first_seed": runs[0][2],
             })
-    rows.append(warm_row(model, x, y, clock, seeds))
     return ref, rows
 
 
-def warm_row(model, x, y, clock, seeds) -> dict:
-    """Top-1 after one SGD step, warm-started from the previous top eigenvector (monitor-style)."""
-    _, before_vec = reference_eigenvalues(model, x, y, 1)
-    moved = copy.deepcopy(model)
-    opt = torch.optim.SGD(moved.parameters(), lr=0.05)
-    F.cross_entropy(moved(x), y).backward()
-    opt.step()
-    moved.zero_grad(set_to_none=True)
-    ref, _ = reference_eigenvalues(moved, x, y, 1)
-    runs = []
-    for seed in seeds:
-        v0 = warm_start_vector(before_vec[:, None], torch.Generator().manual_seed(seed))
-        (values, hvps, _), steps, seconds = clock.measure(lambda: run_phasetrain(moved, x, y, 1, seed, v0=v0))
-        runs.append((steps, hvps, values, seconds))
-    return {"method": "phasetrain Lanczos, warm start", "k": 1,
-            "steps": statistics.median(r[0] for r in runs), "seconds": statistics.median(r[3] for r in runs),
-            "hvps": statistics.median(r[1] for r in runs), "rel_error": max(rel_error(r[2], ref) for r in runs),
-            "returned_sorted": True, "values_first_seed": runs[0][2]}
+def warm_rows(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock, ks=(1, 3), measurements: int = 12,
+              spacing: int = 100, lr: float = 0.05) -> list[dict]:
+    """Per k: measurements `spacing` full-batch SGD steps apart, started as HessianMonitor starts
+    them (`top_eigenpairs`: cold Lanczos first, then LOBPCG from the kept vectors unless stale),
+    against a float64 reference and a cold Lanczos on the same weights."""
+    moving = copy.deepcopy(model)
+    opt = torch.optim.SGD(moving.parameters(), lr=lr)
+    kept: dict[int, Tensor | None] = {k: None for k in ks}
+    gens = {k: torch.Generator().manual_seed(k) for k in ks}
+    runs: dict[int, list[dict]] = {k: [] for k in ks}
+    for m in range(measurements + 1):
+        if m:
+            for _ in range(spacing):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(moving(x), y).backward()
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+        ref, _ = reference_eigenvalues(moving, x, y, max(ks))
+        for k in ks:
+            def measure(k: int = k):
+                with HessianOperator(moving, F.cross_entropy, [(x, y)]) as op:
+                    res, vectors, warm = top_eigenpairs(op, k, kept[k], gens[k], tol=1e-3, max_iter=150)
+                    return res, vectors, op.num_matvecs, warm
+
+            (res, vectors, hvps, warm), steps, seconds = clock.measure(measure)
+            kept[k] = vectors
+            (_, cold_hvps, _), cold_steps, _ = clock.measure(lambda k=k, m=m: run_phasetrain(moving, x, y, k, 100 + m))
+            runs[k].append({"sgd_steps": m * spacing, "warm": m > 0, "lobpcg": warm, "hvps": hvps, "steps": steps, "seconds": seconds,
+                            "converged": res.converged, "rel_error": rel_error(res.eigenvalues.tolist(), ref),
+                            "cold_hvps": cold_hvps, "cold_steps": cold_steps, "reference": ref[:k]})
+            print(f"k={k} after {m * spacing} SGD steps ({'LOBPCG' if warm else 'Lanczos'}): {hvps} HVPs, "
+                  f"{steps:.1f} grad steps, "
+                  f"error {runs[k][-1]['rel_error']:.1e} (cold Lanczos: {cold_hvps} HVPs, {cold_steps:.1f} steps)",
+                  flush=True)
+    rows = []
+    for k in ks:
+        warm = [r for r in runs[k] if r["warm"]]
+        late = warm[len(warm) // 3:]
+        rows.append({
+            "k": k, "spacing": spacing, "lr": lr, "measurements": runs[k],
+            "warm_hvps_median": statistics.median(r["hvps"] for r in warm),
+            "warm_hvps_after_first_third": [r["hvps"] for r in late],
+            "warm_steps_median": statistics.median(r["steps"] for r in warm),
+            "cold_hvps_median": statistics.median(r["cold_hvps"] for r in warm),
+            "cold_steps_median": statistics.median(r["cold_steps"] for r in warm),
+            "worst_rel_error": max(r["rel_error"] for r in runs[k]),
+            "all_converged": all(r["converged"] for r in runs[k]),
+        })
+    return rows
 
 
 # ---------------------------------------------------------------- diagonal
@@ -334,21 +379,22 @@ def diagonal_rows(model, x, y, clock, seeds, exact_by: str) -> dict:
                 e[i] = 0
     else:
         with HessianOperator(model, F.cross_entropy, [(x, y)]) as op:
-            exact, exact_steps, _ = clock.measure(lambda: exact_diagonal(op.matvec, n))
+            exact, exact_steps, _ = clock.measure(lambda: exact_diagonal(op))
         worst = 0.0
     truth = {"mean": exact.double().mean().item(), "std": exact.double().std(correction=0).item(),
              "max": exact.max().item()}
     runs = []
     def estimate(seed: int):
         with HessianOperator(model, F.cross_entropy, [(x, y)]) as op:
-            return diagonal_statistics(op.matvec, n, torch.Generator().manual_seed(seed), groups=op.module_slices(),
-                                       block_matvec=op.block_matvec)
+            return diagonal_statistics(op, torch.Generator().manual_seed(seed), groups=op.module_slices(),
+                                       block_products=True)
 
     for seed in seeds:
-        stats, steps, _ = clock.measure(lambda: estimate(seed))
+        stats, steps, _ = clock.measure(lambda seed=seed: estimate(seed))
         runs.append((steps, stats))
     errors = {key: [abs(getattr(s, key) - truth[key]) / abs(truth[key]) for _, s in runs] for key in truth}
     mean_z = [abs(s.mean - truth["mean"]) / s.mean_stderr for _, s in runs]
+    std_z = [abs(s.std - truth["std"]) / s.std_stderr for _, s in runs]
     ph = pyhessian_trace(model, x, y, seeds[0], n, clock)
     return {
         "num_params": n, "exact_by": exact_by, "exact_steps": exact_steps,
@@ -358,6 +404,7 @@ def diagonal_rows(model, x, y, clock, seeds, exact_by: str) -> dict:
         "rel_error_median": {k: statistics.median(v) for k, v in errors.items()},
         "rel_error_worst": {k: max(v) for k, v in errors.items()},
         "mean_error_in_stderrs_worst": max(mean_z),
+        "std_error_in_stderrs_worst": max(std_z),
         "pyhessian_trace": ph,
     }
 
@@ -369,7 +416,7 @@ def pyhessian_trace(model, x, y, seed, n, clock) -> dict:
             np.random.seed(seed)
             traces, steps, seconds = clock.measure(
                 lambda: ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False).trace())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PyHessian missing or failing is a result to report
         return {"error": f"{type(exc).__name__}: {exc}"[:200]}
     return {"mean": float(np.mean(traces)) / n, "steps": steps, "seconds": seconds, "hvps": counter.calls}
 
@@ -381,6 +428,11 @@ def case(name, model, x, y, args, seeds, exact_by) -> dict:
     print(f"gradient step: {clock.seconds * 1e3:.2f} ms", flush=True)
     result = {"model": name, "num_params": sum(p.numel() for p in model.parameters()), "batch": len(y),
               "grad_step_seconds": clock.seconds}
+    if name.startswith("MLP"):
+        result["warm"] = warm_rows(model, x, y, clock, measurements=args.measurements)
+        print_warm(result["warm"])
+    if args.warm_only:
+        return result
     result["hvp"] = hvp_costs(model, x, y, clock)
     print_table(["HVP backend", "grad steps / HVP"], [[r["backend"], fmt(r.get("steps"), r.get("error"))] for r in result["hvp"]])
     if exact_by != "hvp":
@@ -404,6 +456,14 @@ def case(name, model, x, y, args, seeds, exact_by) -> dict:
                      f"{abs(ph['mean'] - d['truth']['mean']) / abs(d['truth']['mean']):.3f}", ""])
     print_table(["diag statistic", "exact", "rel err median", "rel err worst"], rows)
     return result
+
+
+def print_warm(rows: list[dict]) -> None:
+    print_table(["warm start (LOBPCG), k", "HVPs median (all warm)", "HVPs after the first third", "grad steps median",
+                 "cold Lanczos HVPs / steps", "worst rel err", "converged"],
+                [[r["k"], r["warm_hvps_median"], r["warm_hvps_after_first_third"], f"{r['warm_steps_median']:.1f}",
+                  f"{r['cold_hvps_median']} / {r['cold_steps_median']:.1f}", f"{r['worst_rel_error']:.1e}",
+                  r["all_converged"]] for r in rows])
 
 
 def fmt(value, error=None, fmt_spec=".1f") -> str:
@@ -430,11 +490,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--measurements", type=int, default=12, help="warm-start measurements, 100 SGD steps apart")
+    parser.add_argument("--warm-only", action="store_true", help="only the warm-start rows, merged into --out")
     args = parser.parse_args()
     if args.small:
         args.hidden, args.batch, args.cnn_batch, args.seeds, args.repeats = 32, 128, 64, 1, 3
     torch.set_num_threads(args.threads)
-    lanczos(lambda v: v, 4, 1, generator=torch.Generator())  # first-call library set-up, untimed
+    lanczos(torch.eye(4), 1, generator=torch.Generator())  # first-call library set-up, untimed
     # The diagonal's cost-counting pilot: its first use costs ~1 s, once per process, untimed here.
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -447,6 +509,14 @@ def main() -> None:
     mlp = build_mlp(args.hidden)
     cases.append(case(f"MLP 784-{args.hidden}-{args.hidden}-10 tanh", mlp, torch.randn(args.batch, 784, generator=gen),
                       torch.randint(0, 10, (args.batch,), generator=gen), args, seeds, "BackPACK DiagHessian"))
+    if args.warm_only:
+        saved = json.loads(args.out.read_text())
+        saved["cases"][0]["warm"] = cases[0]["warm"]
+        saved["cases"][0]["eigen"] = [r for r in saved["cases"][0]["eigen"] if "warm" not in r["method"]]
+        saved["meta"]["warm_rows"] = {"torch": torch.__version__, "threads": args.threads}
+        args.out.write_text(json.dumps(saved, indent=2))
+        print(f"\nmerged the warm-start rows into {args.out}")
+        return
     torch.manual_seed(0)
     cases.append(case("small CNN", build_cnn(), torch.randn(args.cnn_batch, 1, 28, 28, generator=gen),
                       torch.randint(0, 10, (args.cnn_batch,), generator=gen), args, seeds, "BackPACK DiagHessian"))

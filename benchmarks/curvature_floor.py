@@ -105,15 +105,16 @@ def floor_case(name: str, model, x: Tensor, y: Tensor, seeds: list[int], steps: 
     print("gradient steps per HVP, by block size: " + ", ".join(f"b={b}: {c:.2f}" for b, c in costs.items()))
     m64 = copy.deepcopy(model).double()
     with HessianOperator(m64, F.cross_entropy, [(x.double(), y)]) as op:
-        ref = lanczos(op.matvec, op.num_params, 8, tol=1e-10, max_iter=600, dtype=torch.float64,
+        ref = lanczos(op, 8, tol=1e-10, max_iter=600,
                       generator=torch.Generator().manual_seed(123)).eigenvalues.double().numpy()
     print("reference top-8 (float64): " + ", ".join(f"{v:.5g}" for v in ref))
     with HessianOperator(model, F.cross_entropy, [(x, y)]) as op:
         traces = [ritz_trace(op.matvec, op.num_params, steps, seed) for seed in seeds]
     rows = []
     for k in (1, 3, 5):
-        oracle = [first_iteration(t, lambda th, r: len(th) >= k and true_error(th, ref, k) <= TOL) for t in traces]
-        stops = [first_iteration(t, lambda th, r: len(th) > k and bool(np.all(r[:k] <= TOL * np.abs(th[:k]))))
+        oracle = [first_iteration(t, lambda th, r, k=k: len(th) >= k and true_error(th, ref, k) <= TOL)
+                  for t in traces]
+        stops = [first_iteration(t, lambda th, r, k=k: len(th) > k and bool(np.all(r[:k] <= TOL * np.abs(th[:k]))))
                  for t in traces]
         errors = [true_error(t[s - 1][0], ref, k) if s else float("nan") for t, s in zip(traces, stops)]
         row = {"k": k, "oracle_products": oracle, "residual_test_products": stops, "residual_test_errors": errors,

@@ -116,6 +116,11 @@ def test_bad_arguments_are_rejected_with_their_names():
         HessianOperator(model, F.cross_entropy, [("text", batch[1])])
     with pytest.raises(TypeError, match="model"):
         HessianOperator(lambda x: x, F.cross_entropy, [batch])
-    with HessianOperator(model, F.cross_entropy, [batch]) as op:
-        with pytest.raises(ValueError, match=r"v must have shape \(8,\)"):
-            op.matvec(torch.ones(7))
+    with pytest.raises(TypeError, match="targets"):
+        HessianOperator(model, F.cross_entropy, [(batch[0], 3)])
+    with pytest.raises(TypeError, match="no tensor with a batch dimension"):
+        HessianOperator(model, F.cross_entropy, [({"x": 1}, None)])
+    op = HessianOperator(model, F.cross_entropy, [batch])
+    with pytest.raises(ValueError, match=r"v must have shape \(8,\)"):
+        op.matvec(torch.ones(7))
+    op.close()

@@ -37,7 +37,7 @@ def test_top_k_hessian_eigenvalues_match_dense_to_1e_5(problem):
     exact = torch.linalg.eigvalsh(H).flip(0)[:3]
     with HessianOperator(model, F.cross_entropy, [batch]) as op:
         result = lanczos(
-            op.matvec, op.num_params, 3, tol=1e-8, max_iter=op.num_params, dtype=torch.float64,
+            op, 3, tol=1e-8, max_iter=op.num_params,
             generator=torch.Generator().manual_seed(0), return_eigenvectors=True,
         )
     assert result.converged
@@ -54,7 +54,7 @@ def test_clustered_top_eigenvalues_defeat_change_based_power_iteration_but_not_l
     eigenvalues = _clustered()
     a = _symmetric(eigenvalues)
     power = _power_iteration_change_stop(a, 1e-4, torch.Generator().manual_seed(1))
-    result = lanczos(lambda v: a @ v, a.shape[0], 5, tol=1e-6, max_iter=200, dtype=torch.float64,
+    result = lanczos(a, 5, tol=1e-6, max_iter=200,
                      generator=torch.Generator().manual_seed(1))
     assert abs(power - 1.0) > 2e-3  # stopped on a value that had merely stopped moving
     assert result.converged
@@ -63,7 +63,7 @@ def test_clustered_top_eigenvalues_defeat_change_based_power_iteration_but_not_l
 
 def test_residuals_reported_are_the_true_residuals():
     a = _symmetric(_clustered())
-    result = lanczos(lambda v: a @ v, a.shape[0], 4, tol=1e-4, max_iter=200, dtype=torch.float64,
+    result = lanczos(a, 4, tol=1e-4, max_iter=200,
                      generator=torch.Generator().manual_seed(2), return_eigenvectors=True)
     true = torch.linalg.vector_norm(a @ result.eigenvectors - result.eigenvectors * result.eigenvalues, dim=0)
     torch.testing.assert_close(result.residuals, true, rtol=1e-6, atol=1e-12)
@@ -77,7 +77,7 @@ def test_every_ritz_value_is_below_its_eigenvalue_and_within_its_residual_of_one
     a = _symmetric(_clustered(300), seed=seed)
     spectrum = torch.linalg.eigvalsh(a)
     for m in range(5, 150, 6):
-        r = lanczos(lambda v: a @ v, 300, 5, tol=1e-12, max_iter=m, dtype=torch.float64,
+        r = lanczos(a, 5, tol=1e-12, max_iter=m,
                     generator=torch.Generator().manual_seed(seed))
         nearest = (r.eigenvalues[:, None] - spectrum[None, :]).abs().min(1).values
         assert torch.all(nearest <= r.residuals + 1e-12), m  # Weyl: the stopping bound holds
@@ -89,7 +89,7 @@ def test_every_ritz_value_is_below_its_eigenvalue_and_within_its_residual_of_one
 def test_stop_meets_the_requested_relative_accuracy_in_a_cluster(k, tol):
     eigenvalues = _clustered()
     a = _symmetric(eigenvalues, seed=3)
-    result = lanczos(lambda v: a @ v, a.shape[0], k, tol=tol, max_iter=300, dtype=torch.float64,
+    result = lanczos(a, k, tol=tol, max_iter=300,
                      generator=torch.Generator().manual_seed(4))
     assert result.converged
     assert torch.all((result.eigenvalues - eigenvalues[:k]).abs() <= tol * eigenvalues[:k])
@@ -100,7 +100,7 @@ def test_partial_reorthogonalisation_keeps_float32_ritz_values_free_of_ghosts():
     # (checked by hand) a float32 run returns five copies of 10.0 here.
     eigenvalues = torch.cat([torch.tensor([10.0, 1.04, 1.03, 1.02, 1.01]), torch.linspace(-1, 1, 1995)])
     a = _symmetric(eigenvalues.double()).float()
-    result = lanczos(lambda v: a @ v, 2000, 5, tol=1e-6, max_iter=200, dtype=torch.float32,
+    result = lanczos(a, 5, tol=1e-6, max_iter=200,
                      generator=torch.Generator().manual_seed(0), return_eigenvectors=True)
     assert result.converged and 0 < result.num_reorthogonalizations < result.num_matvecs
     torch.testing.assert_close(result.eigenvalues, eigenvalues[:5], rtol=1e-5, atol=0)
@@ -111,9 +111,9 @@ def test_partial_reorthogonalisation_keeps_float32_ritz_values_free_of_ghosts():
 def test_largest_algebraic_versus_largest_magnitude_on_an_indefinite_operator():
     eigenvalues = torch.tensor([3.0, 1.0, 0.5, -0.2, -5.0, -4.0] + [0.01 * i for i in range(30)], dtype=torch.float64)
     a = _symmetric(eigenvalues)
-    la = lanczos(lambda v: a @ v, a.shape[0], 2, which="LA", tol=1e-10, max_iter=36, dtype=torch.float64,
+    la = lanczos(a, 2, which="LA", tol=1e-10, max_iter=36,
                  generator=torch.Generator().manual_seed(0))
-    lm = lanczos(lambda v: a @ v, a.shape[0], 2, which="LM", tol=1e-10, max_iter=36, dtype=torch.float64,
+    lm = lanczos(a, 2, which="LM", tol=1e-10, max_iter=36,
                  generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(la.eigenvalues, torch.tensor([3.0, 1.0], dtype=torch.float64))
     torch.testing.assert_close(lm.eigenvalues, torch.tensor([-5.0, -4.0], dtype=torch.float64))
@@ -122,10 +122,10 @@ def test_largest_algebraic_versus_largest_magnitude_on_an_indefinite_operator():
 def test_warm_start_from_the_top_eigenvector_needs_few_products():
     bulk = torch.rand(398, generator=torch.Generator().manual_seed(4), dtype=torch.float64) - 0.5
     a = _symmetric(torch.cat([torch.tensor([1.0, 0.9], dtype=torch.float64), bulk]))
-    cold = lanczos(lambda v: a @ v, a.shape[0], 1, tol=1e-6, max_iter=200, dtype=torch.float64,
+    cold = lanczos(a, 1, tol=1e-6, max_iter=200,
                    generator=torch.Generator().manual_seed(3), return_eigenvectors=True)
     perturbed = a + 1e-4 * _symmetric(torch.linspace(-1, 1, a.shape[0], dtype=torch.float64), seed=9)
-    warm = lanczos(lambda v: perturbed @ v, a.shape[0], 1, tol=1e-6, max_iter=200, dtype=torch.float64,
+    warm = lanczos(perturbed, 1, tol=1e-6, max_iter=200,
                    v0=cold.eigenvectors[:, 0])
     exact = torch.linalg.eigvalsh(perturbed)[-1]
     assert warm.converged and abs(warm.eigenvalues[0] - exact) < 1e-8
@@ -134,7 +134,7 @@ def test_warm_start_from_the_top_eigenvector_needs_few_products():
 
 def test_small_operator_is_solved_exactly_when_the_krylov_space_closes():
     a = _symmetric(torch.tensor([2.0, 1.0, -1.0, 0.5, 0.25], dtype=torch.float64))
-    result = lanczos(lambda v: a @ v, 5, 5, tol=1e-12, max_iter=50, dtype=torch.float64,
+    result = lanczos(a, 5, tol=1e-12, max_iter=50,
                      generator=torch.Generator().manual_seed(0))
     assert result.converged and result.num_matvecs == 5
     torch.testing.assert_close(result.eigenvalues, torch.tensor([2.0, 1.0, 0.5, 0.25, -1.0], dtype=torch.float64))
@@ -144,7 +144,7 @@ def test_random_start_uses_only_the_given_generator():
     a = _symmetric(_clustered(100))
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    runs = [lanczos(lambda v: a @ v, 100, 2, tol=1e-3, max_iter=60, dtype=torch.float64,
+    runs = [lanczos(a, 2, tol=1e-3, max_iter=60,
                     generator=torch.Generator().manual_seed(7)) for _ in range(2)]
     assert torch.equal(torch.get_rng_state(), before)
     assert torch.equal(runs[0].eigenvalues, runs[1].eigenvalues)
@@ -152,20 +152,25 @@ def test_random_start_uses_only_the_given_generator():
 
 
 def test_bad_arguments_are_rejected_with_their_names():
-    a = torch.eye(4, dtype=torch.float64)
-    mv = lambda v: a @ v  # noqa: E731
+    mv = torch.eye(4, dtype=torch.float64)
     gen = torch.Generator()
     with pytest.raises(ValueError, match="k must be"):
-        lanczos(mv, 4, 5, generator=gen)
+        lanczos(mv, 5, generator=gen)
     with pytest.raises(ValueError, match="which"):
-        lanczos(mv, 4, 1, which="SM", generator=gen)
+        lanczos(mv, 1, which="SM", generator=gen)
     with pytest.raises(ValueError, match="Generator"):
-        lanczos(mv, 4, 1)
+        lanczos(mv, 1)
     with pytest.raises(ValueError, match="v0 must have shape"):
-        lanczos(mv, 4, 1, v0=torch.ones(3))
+        lanczos(mv, 1, v0=torch.ones(3))
     with pytest.raises(ValueError, match="v0 must be a finite"):
-        lanczos(mv, 4, 1, v0=torch.zeros(4))
+        lanczos(mv, 1, v0=torch.zeros(4))
     with pytest.raises(ValueError, match="tol"):
-        lanczos(mv, 4, 1, tol=0.0, generator=gen)
+        lanczos(mv, 1, tol=0.0, generator=gen)
     with pytest.raises(ValueError, match="max_iter"):
-        lanczos(mv, 4, 3, max_iter=2, generator=gen)
+        lanczos(mv, 3, max_iter=2, generator=gen)
+    with pytest.raises(ValueError, match="guard"):
+        lanczos(mv, 1, generator=gen, guard=-1)
+    with pytest.raises(TypeError, match="shape, dtype, device"):
+        lanczos(lambda v: v, 1, generator=gen)
+    with pytest.raises(ValueError, match="square"):
+        lanczos(torch.ones(3, 4), 1, generator=gen)

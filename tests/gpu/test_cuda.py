@@ -9,7 +9,7 @@ import torch
 from torch import nn, optim
 
 from phasetrain import PhaseTransitionTrainer
-from phasetrain.curvature import HessianOperator, lanczos, spectral_density
+from phasetrain.curvature import HessianOperator, lanczos, lobpcg, spectral_density
 from phasetrain.monitors.base import StepContext
 from phasetrain.monitors.hessian import HessianMonitor
 
@@ -64,10 +64,31 @@ def test_lanczos_stays_on_the_gpu_and_matches_eigvalsh():
     generator = torch.Generator(device="cuda").manual_seed(0)
     a = torch.randn(200, 200, device="cuda", dtype=torch.float64, generator=generator)
     matrix = (a + a.T) / 2
-    result = lanczos(lambda v: matrix @ v, 200, k=3, tol=1e-8, generator=generator, dtype=torch.float64,
-                     device=torch.device("cuda"))
+    result = lanczos(matrix, k=3, tol=1e-8, generator=generator, return_eigenvectors=True)
     exact = torch.linalg.eigvalsh(matrix).flip(0)[:3]
     torch.testing.assert_close(result.eigenvalues.to(exact.device), exact, rtol=1e-6, atol=1e-8)
+    assert result.eigenvectors.is_cuda
+    # A warm block start from slightly perturbed vectors: LOBPCG on the GPU, same certificate.
+    start = result.eigenvectors + 1e-4 * torch.randn(200, 3, device="cuda", dtype=torch.float64, generator=generator)
+    warm = lobpcg(matrix, start, k=2, tol=1e-8)
+    assert warm.converged and warm.ritz_vectors.is_cuda
+    torch.testing.assert_close(warm.eigenvalues.to(exact.device), exact[:2], rtol=1e-6, atol=1e-8)
+
+
+def test_stock_transformers_model_on_cuda_matches_cpu():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50, n_positions=16)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).double()
+    ids = torch.randint(0, 50, (4, 8), generator=torch.Generator().manual_seed(2))
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    products = {}
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        batch = ({"input_ids": ids.to(device), "labels": ids.to(device)}, None)
+        with HessianOperator(model, lambda out, _: out.loss, [batch]) as operator:
+            products[device] = (operator @ v.to(device)).cpu()
+    torch.testing.assert_close(products["cuda"], products["cpu"], rtol=1e-6, atol=1e-8)
 
 
 def test_hessian_operator_matvec_on_cuda_equals_dense():
@@ -106,8 +127,8 @@ def test_diagonal_statistics_and_spectral_density_on_cuda_match_cpu():
         values[device] = monitor.compute(ctx)
         inputs, targets = batch[0].to(device), batch[1].to(device)
         with HessianOperator(model, nn.functional.cross_entropy, [(inputs, targets)]) as operator:
-            densities[device] = spectral_density(operator.matvec, operator.num_params, torch.Generator().manual_seed(0),
-                                                 num_probes=2, num_steps=20, dtype=torch.float64, device=device)
+            densities[device] = spectral_density(operator, torch.Generator().manual_seed(0), num_probes=2,
+                                                 num_steps=20)
     # The monitor draws its probes on the model's device (another random stream) and its allocation
     # prices operations by device type, so the two means agree within their standard errors.
     se = (values["cpu"]["hessian_diag_mean_stderr"] ** 2 + values["cuda"]["hessian_diag_mean_stderr"] ** 2) ** 0.5

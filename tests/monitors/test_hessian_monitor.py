@@ -1,4 +1,6 @@
 import gc
+import itertools
+import math
 import random
 import weakref
 
@@ -73,7 +75,7 @@ def test_diagonal_method_records_its_names_and_matches_the_exact_diagonal_when_s
     monitor = HessianMonitor("diagonal", num_samples=100, num_exact=100)  # 75 params: exact path
     out = monitor.compute(_ctx(model, _batch(1)))
     assert set(out) == {"hessian_diag_mean", "hessian_diag_mean_stderr", "hessian_diag_std",
-                        "hessian_diag_max", "hessian_trace"}
+                        "hessian_diag_std_stderr", "hessian_diag_max", "hessian_trace"}
     model.eval()
     x, y = _batch(1)
     params = list(model.parameters())
@@ -85,7 +87,7 @@ def test_diagonal_method_records_its_names_and_matches_the_exact_diagonal_when_s
     assert out["hessian_diag_std"] == pytest.approx(diag.std(correction=0).item())
     assert out["hessian_diag_max"] == pytest.approx(diag.max().item())
     assert out["hessian_trace"] == pytest.approx(diag.sum().item())
-    assert out["hessian_diag_mean_stderr"] == 0.0
+    assert out["hessian_diag_mean_stderr"] == 0.0 and out["hessian_diag_std_stderr"] == 0.0
 
 
 def test_eos_ratio_for_sgd_plain_and_heavy_ball_only():
@@ -159,7 +161,7 @@ def test_no_autograd_graph_outlives_a_measurement():
 @pytest.mark.parametrize("method", ["diagonal", "eigenvalues"])
 def test_state_dict_round_trip_resumes_exactly(tmp_path, method):
     model = _model()
-    kwargs = dict(k=2, num_samples=10, num_exact=4, seed=3)
+    kwargs = {"k": 2, "num_samples": 10, "num_exact": 4, "seed": 3}
     original = HessianMonitor(method, **kwargs)
     original.compute(_ctx(model, _batch(1)))
     torch.save(original.state_dict(), tmp_path / "state.pt")
@@ -177,7 +179,7 @@ def test_non_finite_loss_gives_nan_values():
     x[0, 0] = float("nan")
     out = HessianMonitor("eigenvalues", k=2).compute(_ctx(model, (x, y)))
     assert set(out) == {"hessian_eig_1", "hessian_eig_2", "hessian_eos_ratio"}
-    assert all(v != v for v in out.values())
+    assert all(math.isnan(v) for v in out.values())
 
 
 def test_bad_arguments_are_rejected_with_their_names():
@@ -195,3 +197,59 @@ def test_bad_arguments_are_rejected_with_their_names():
         HessianMonitor(seed=1.5)
     with pytest.raises(ValueError, match="k=3 exceeds"):
         HessianMonitor("eigenvalues", k=3).compute(_ctx(nn.Linear(1, 1).double(), (torch.ones(2, 1, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64)), loss_fn=F.mse_loss))
+
+
+def test_later_measurements_warm_start_lobpcg_from_the_kept_vectors(monkeypatch):
+    import phasetrain.monitors.hessian as hessian_module
+
+    cold_calls = []
+    original = hessian_module.lanczos
+    monkeypatch.setattr(hessian_module, "lanczos", lambda *a, **kw: cold_calls.append(1) or original(*a, **kw))
+    model = _model()
+    batch = _batch(1)
+    n = sum(p.numel() for p in model.parameters())
+    monitor = HessianMonitor("eigenvalues", k=3, tol=1e-9, max_iter=n)
+    monitor.compute(_ctx(model, batch))
+    assert monitor.vectors.shape == (n, 4)  # k + 1 guard vector kept
+    for scale in (1.02, 1.04):
+        with torch.no_grad():
+            model[0].weight.mul_(scale)
+        out = monitor.compute(_ctx(model, _batch(2), step=2))
+        exact = _dense_eigenvalues(model, [batch])[:3]
+        got = torch.tensor([out[f"hessian_eig_{i}"] for i in (1, 2, 3)], dtype=torch.float64)
+        torch.testing.assert_close(got, exact, rtol=1e-6, atol=1e-10)
+    assert len(cold_calls) == 1  # only the first measurement was cold
+
+
+def test_a_time_budget_caps_the_fraction_and_backs_off_while_the_metric_stands_still(monkeypatch):
+    import types
+
+    import phasetrain.monitors.hessian as hessian_module
+
+    clock = [0.0]
+    monkeypatch.setattr(hessian_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def loss_fn(out, y):  # a measurement costs 0.5 s of wall time, a training step 1 s
+        clock[0] += 0.5
+        return F.cross_entropy(out, y)
+
+    model, batch = _model(), _batch(1)
+    monitor = HessianMonitor("diagonal", freq=2, budget=0.05, num_samples=100, num_exact=100)  # exact: no noise
+    steps = []
+    for step in range(1, 651):
+        clock[0] += 1.0
+        if step > 500:  # the weights move from here on, and so does the diagonal
+            with torch.no_grad():
+                model[0].weight.mul_(1.02)
+        if monitor.should_run(step):
+            monitor.compute(_ctx(model, batch, step=step, loss_fn=loss_fn))
+            steps.append(step)
+            assert monitor._spent <= 0.05 * clock[0] + 0.5  # within budget, give or take one measurement
+    gaps = [b - a for a, b in itertools.pairwise(steps)]
+    still = [g for a, g in zip(steps, gaps) if a + g <= 500]
+    moving = [g for a, g in zip(steps, gaps) if a > 530]
+    assert still[:3] == [19, 10, 9]  # the budget alone: 0.5 s per 5% of ~10 s
+    assert [g for g in still[3:] if g > 10] == [16, 32, 64, 128, 128]  # then doubling while still, up to 64 * freq
+    assert moving and max(moving) <= 16  # back to short intervals once it moves
+    with pytest.raises(ValueError, match="budget"):
+        HessianMonitor(budget=1.5)

@@ -13,7 +13,6 @@ The moments sum_j w_j theta_j^p are unbiased estimates of tr(A^p) / dim for p <=
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +21,7 @@ from torch import Tensor
 
 from phasetrain.curvature.hutchinson import rademacher
 from phasetrain.curvature.lanczos import LanczosRecurrence
-
-MatVec = Callable[[Tensor], Tensor]
+from phasetrain.curvature.operator import LinearOperator, operator_size
 
 
 @dataclass
@@ -41,8 +39,8 @@ class SpectralDensity:
     num_matvecs: int
 
 
-def _check(dim: int, num_probes: int, num_steps: int, sigma: float | None, num_points: int) -> None:
-    for name, value in (("dim", dim), ("num_probes", num_probes), ("num_steps", num_steps)):
+def _check(num_probes: int, num_steps: int, sigma: float | None, num_points: int) -> None:
+    for name, value in (("num_probes", num_probes), ("num_steps", num_steps)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(num_points, int) or num_points < 2:
@@ -52,12 +50,13 @@ def _check(dim: int, num_probes: int, num_steps: int, sigma: float | None, num_p
 
 
 def gauss_quadrature(
-    matvec: MatVec, start: Tensor, num_steps: int
+    op: LinearOperator, start: Tensor, num_steps: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Nodes and weights (float64, shape (m,)) of the Gauss quadrature of A's measure for the unit
-    vector `start`, from m = min(num_steps, len(start)) Lanczos steps, fewer if the Krylov space
+    """Nodes and weights (float64, shape (m,)) of the Gauss quadrature of the measure of the
+    symmetric operator `op` (`LinearOperator`) for the unit vector `start` (shape (n,), in the
+    operator's dtype and on its device), from m = min(num_steps, len(start)) Lanczos steps, fewer if the Krylov space
     becomes invariant (then the quadrature is exact); and m."""
-    krylov = LanczosRecurrence(matvec, start, min(num_steps, start.numel()))
+    krylov = LanczosRecurrence(op, start, min(num_steps, start.numel()))
     for _ in range(krylov.basis.shape[0]):
         krylov.step()
         if krylov.betas[-1] <= 10 * krylov.eps * krylov.norm:
@@ -67,30 +66,29 @@ def gauss_quadrature(
 
 
 def spectral_density(
-    matvec: MatVec,
-    dim: int,
+    op: LinearOperator,
     generator: torch.Generator,
     *,
     num_probes: int = 4,
     num_steps: int = 80,
     sigma: float | None = None,
     num_points: int = 1000,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
 ) -> SpectralDensity:
-    """The eigenvalue density of the symmetric operator `matvec` (R^dim -> R^dim) by SLQ.
+    """The eigenvalue density of the symmetric n x n operator `op` (`LinearOperator`) by SLQ.
 
     Costs `num_probes * num_steps` products. Probes: Rademacher vectors drawn from `generator`, in
-    order, scaled to unit length. `sigma` (eigenvalue units): the width of the Gaussian each node
+    order, scaled to unit length, in the operator's dtype and on its device. `num_points`: the
+    size of the grid. `sigma` (eigenvalue units): the width of the Gaussian each node
     is widened into; default 1% of the span of the nodes. The grid spans the nodes +- 5 sigma.
     More steps resolve the spectrum's shape (the extreme nodes converge to the extreme
     eigenvalues first); more probes lower the noise of the weights.
     """
-    _check(dim, num_probes, num_steps, sigma, num_points)
+    dim = operator_size(op)
+    _check(num_probes, num_steps, sigma, num_points)
     nodes, weights, used = [], [], 0
     for _ in range(num_probes):
-        probe = rademacher(dim, generator, dtype).to(device) / math.sqrt(dim)
-        theta, tau, m = gauss_quadrature(matvec, probe, num_steps)
+        probe = rademacher(dim, generator, op.dtype).to(op.device) / math.sqrt(dim)
+        theta, tau, m = gauss_quadrature(op, probe, num_steps)
         nodes.append(theta)
         weights.append(tau / num_probes)
         used += m

@@ -30,14 +30,14 @@ lambda_max is the "sharpness" of the edge-of-stability literature (Cohen et al. 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-MatVec = Callable[[Tensor], Tensor]
+from phasetrain.curvature.operator import LinearOperator, operator_size
+
 _WHICH = ("LA", "LM")
 
 
@@ -47,7 +47,7 @@ class LanczosResult:
     magnitude for "LM"); `eigenvectors`: shape (dim, k) unit columns on the operator's device, or
     None if not requested; `residuals`: ||A y_i - theta_i y_i||, shape (k,) on the CPU;
     `num_matvecs`: products used; `converged`: every residual met the tolerance;
-    `num_reorthogonalizations`: passes against the whole basis."""
+    `num_reorthogonalizations`: passes against the whole basis (Lanczos only)."""
 
     eigenvalues: Tensor
     eigenvectors: Tensor | None
@@ -57,7 +57,7 @@ class LanczosResult:
     num_reorthogonalizations: int = 0
 
 
-def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
+def wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
     """Indices of the k wanted Ritz values, best first."""
     key = -theta if which == "LA" else -np.abs(theta)
     return np.argsort(key, kind="stable")[:k]
@@ -116,9 +116,8 @@ def _start_vector(
     return q / norm
 
 
-def _check(dim: int, k: int, which: str, tol: float, max_iter: int) -> None:
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}")
+def check_eigen_arguments(dim: int, k: int, which: str, tol: float, max_iter: int) -> None:
+    """ValueError unless 1 <= k <= dim, `which` is known, tol > 0 and max_iter >= k."""
     if not isinstance(k, int) or not 1 <= k <= dim:
         raise ValueError(f"k must be an int in [1, dim={dim}], got {k!r}")
     if which not in _WHICH:
@@ -146,8 +145,8 @@ class LanczosRecurrence:
     `passes`: reorthogonalisations against the whole basis; `norm`: a running estimate of ||A||.
     """
 
-    def __init__(self, matvec: MatVec, start: Tensor, max_steps: int) -> None:
-        self.matvec = matvec
+    def __init__(self, op: LinearOperator, start: Tensor, max_steps: int) -> None:
+        self.op = op
         self.basis = torch.empty(max_steps, start.numel(), dtype=start.dtype, device=start.device)
         self.basis[0] = start  # rows past the last step are never read
         self.eps = float(torch.finfo(start.dtype).eps)
@@ -178,7 +177,7 @@ class LanczosRecurrence:
         if j:
             torch.div(self._w, beta, out=basis[j])
         q = basis[j]
-        w = self.matvec(q).to(basis.dtype)
+        w = (self.op @ q).to(basis.dtype)
         w = w.clone() if w.data_ptr() == q.data_ptr() else w  # in-place below: never the basis
         alpha = torch.dot(q, w)
         w.addcmul_(q, alpha, value=-1)
@@ -207,8 +206,7 @@ class LanczosRecurrence:
 
 
 def lanczos(
-    matvec: MatVec,
-    dim: int,
+    op: LinearOperator,
     k: int = 1,
     *,
     which: str = "LA",
@@ -216,29 +214,36 @@ def lanczos(
     max_iter: int = 150,
     v0: Tensor | None = None,
     generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
     return_eigenvectors: bool = False,
+    guard: int = 0,
 ) -> LanczosResult:
-    """Top-`k` eigenpairs of the symmetric operator `matvec` (R^dim -> R^dim).
+    """Top-`k` eigenpairs of the symmetric n x n operator `op` (`LinearOperator`: a square tensor,
+    a `HessianOperator`, ...), computed in its dtype on its device.
 
-    `tol` bounds the relative eigenvalue error: it stops when every wanted Ritz pair has residual
-    r_i <= `tol * |theta_i|` (then an eigenvalue lies within that of theta_i; module notes), after
-    `max_iter` products, or when the Krylov space is invariant (then the pairs are exact). An
-    eigenvalue within rounding (eps * max|theta|) of zero meets it only at that level. Start: `v0`
-    (a warm start, e.g. the last top eigenvector) or a Gaussian vector drawn from `generator`.
+    `which`: "LA" (largest algebraic) or "LM" (largest magnitude). `tol` bounds the relative
+    eigenvalue error: it stops when every wanted Ritz pair has residual r_i <= `tol * |theta_i|`
+    (then an eigenvalue lies within that of theta_i; module notes), after `max_iter` products, or
+    when the Krylov space is invariant (then the pairs are exact). An eigenvalue within rounding
+    (eps * max|theta|) of zero meets it only at that level. Start: `v0` (shape (n,); a warm start,
+    e.g. the last top eigenvector) or a Gaussian vector drawn from `generator`.
+    `return_eigenvectors`: also return the Ritz vectors, shape (n, k + guard): the k certified
+    ones, then the `guard` next ones of the same Krylov space, uncertified (no extra products; a
+    block warm start for `lobpcg`).
     """
-    _check(dim, k, which, tol, max_iter)
-    device = torch.device(device)
+    dim = operator_size(op)
+    check_eigen_arguments(dim, k, which, tol, max_iter)
+    if not isinstance(guard, int) or guard < 0:
+        raise ValueError(f"guard must be an int >= 0, got {guard!r}")
+    dtype, device = op.dtype, torch.device(op.device)
     m_max = min(max_iter, dim)
-    krylov = LanczosRecurrence(matvec, _start_vector(dim, v0, generator, dtype, device), m_max)
+    krylov = LanczosRecurrence(op, _start_vector(dim, v0, generator, dtype, device), m_max)
     eps = krylov.eps
     for j in range(m_max):
         krylov.step()
         beta_j = krylov.betas[-1]
         theta, s = krylov.ritz()
         scale = max(float(np.max(np.abs(theta))), np.finfo(np.float64).tiny)
-        idx = _wanted(theta, min(k, j + 1), which)
+        idx = wanted(theta, min(k, j + 1), which)
         resid = beta_j * np.abs(s[-1, idx])
         invariant = beta_j <= 10 * eps * scale
         if invariant:
@@ -254,7 +259,7 @@ def lanczos(
         )
     vectors = None
     if return_eigenvectors:
-        coeffs = torch.as_tensor(s[:, idx], dtype=dtype, device=device)
+        coeffs = torch.as_tensor(s[:, wanted(theta, min(k + guard, m), which)], dtype=dtype, device=device)
         vectors = krylov.basis[:m].T @ coeffs
     return LanczosResult(
         eigenvalues=torch.as_tensor(theta[idx], dtype=dtype),

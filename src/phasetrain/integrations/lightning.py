@@ -89,6 +89,7 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
         accuracy_fn: Callable[[Any, Any], Any] | None = None,
         acc_key: str | None = "train_acc",
         hessian_k: int = 3,
+        hessian_budget: float | None = None,
         hessian_batches: Sequence[tuple[Any, Any]] | None = None,
         loggers: Sequence[Any] | None = ("jsonl",),
         keep_last_checkpoints: int | None = None,
@@ -108,7 +109,8 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
             raise TypeError(f"acc_key must be a metric name (str) or None, got {acc_key!r}")
         config = RecordingConfig(log_dir=log_dir, log_freq=log_freq, track_gradients=bool(track_gradients),
                                  track_hessian=bool(track_hessian), hessian_method=hessian_method,
-                                 hessian_freq=hessian_freq, hessian_k=hessian_k, hessian_batches=hessian_batches,
+                                 hessian_freq=hessian_freq, hessian_k=hessian_k,
+                                 hessian_budget=hessian_budget, hessian_batches=hessian_batches,
                                  monitors=tuple(monitors), loggers=loggers,
                                  keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
                                  watch_window=watch_window)

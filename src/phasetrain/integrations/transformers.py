@@ -130,6 +130,7 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
         monitors: Sequence[Monitor] = (),
         *,
         hessian_k: int = 3,
+        hessian_budget: float | None = None,
         hessian_batches: Sequence[Mapping[str, torch.Tensor]] | None = None,
         loggers: Sequence[Any] | None = ("jsonl",),
         keep_last_checkpoints: int | None = None,
@@ -143,7 +144,8 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
         keys, pairs = keyword_batches(hessian_batches) if hessian_batches is not None else (None, None)
         config = RecordingConfig(log_dir=log_dir, track_gradients=bool(track_gradients),
                                  track_hessian=bool(track_hessian), hessian_method=hessian_method,
-                                 hessian_freq=hessian_freq, hessian_k=hessian_k, hessian_batches=pairs,
+                                 hessian_freq=hessian_freq, hessian_k=hessian_k,
+                                 hessian_budget=hessian_budget, hessian_batches=pairs,
                                  monitors=tuple(monitors), loggers=loggers,
                                  keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
                                  watch_window=watch_window)

@@ -88,12 +88,14 @@ class PhaseTransitionTrainer(RunViews):
         precision: str = "32",
         accumulate_grad_batches: int = 1,
         overwrite: bool = False,
+        hessian_budget: float | None = None,
     ) -> None:
         check_training_objects(model, optimizer, loss_fn, scheduler)
         self.config = TrainerConfig(
             log_dir=log_dir, log_freq=log_freq, track_gradients=bool(track_gradients),
             track_hessian=bool(track_hessian), hessian_method=hessian_method, hessian_freq=hessian_freq,
-            hessian_k=hessian_k, hessian_batches=hessian_batches, monitors=tuple(monitors), loggers=loggers,
+            hessian_k=hessian_k, hessian_batches=hessian_batches, hessian_budget=hessian_budget,
+            monitors=tuple(monitors), loggers=loggers,
             keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics, watch_window=watch_window,
             overwrite=overwrite, device=device, checkpoint_freq=checkpoint_freq, gradient_clip=gradient_clip,
             early_stopping_patience=early_stopping_patience, early_stopping_min_delta=early_stopping_min_delta,

@@ -103,6 +103,10 @@ class RecordingConfig:
     """Steps between curvature measurements."""
     hessian_k: int = 3
     """Eigenvalues recorded with hessian_method="eigenvalues"."""
+    hessian_budget: float | None = None
+    """A fraction of wall time (e.g. 0.05) curvature may take: the monitor then picks its own steps,
+    every `hessian_freq` steps while curvature moves and up to 64 times sparser on plateaus.
+    None: every `hessian_freq` steps."""
     hessian_batches: Sequence[Any] | None = None
     """Fixed curvature batches [(inputs, targets), ...] (averaged); None: the first training batch."""
     monitors: Sequence[Any] = ()
@@ -127,7 +131,7 @@ class RecordingConfig:
 
     def check(self) -> None:
         """Raise ValueError/TypeError naming the first bad setting, its value and what is allowed."""
-        from phasetrain.monitors.hessian import HESSIAN_METHODS
+        from phasetrain.monitors.hessian import METHODS
         from phasetrain.run.files import check_log_dir
         from phasetrain.run.names import check_watch_metrics
         from phasetrain.run.streams import check_logger_spec
@@ -140,7 +144,11 @@ class RecordingConfig:
             check_int(name, getattr(self, name))
         check_int("watch_window", self.watch_window, allow_none=True)
         check_int("keep_last_checkpoints", self.keep_last_checkpoints, allow_none=True)
-        check_choice("hessian_method", self.hessian_method, HESSIAN_METHODS)
+        check_choice("hessian_method", self.hessian_method, tuple(METHODS))
+        check_float("hessian_budget", self.hessian_budget, strict=True, allow_none=True)
+        if self.hessian_budget is not None and self.hessian_budget >= 1:
+            raise ValueError(f"hessian_budget must be a fraction of training wall time in (0, 1) or None, "
+                             f"got {self.hessian_budget!r}")
         check_metric_names("watch_metrics", self.watch_metrics)
         check_watch_metrics(self.watch_metrics, [name for m in self.monitors for name in getattr(m, "names", ())])
         check_logger_spec(self.loggers)

@@ -75,7 +75,8 @@ class RunRecorder:
             from phasetrain.monitors.hessian import HessianMonitor
 
             self.monitors.append(HessianMonitor(method=config.hessian_method, freq=config.hessian_freq,
-                                                k=config.hessian_k, batches=config.hessian_batches))
+                                                k=config.hessian_k, batches=config.hessian_batches,
+                                                budget=config.hessian_budget))
         self.history = MetricHistory()
         self.state = RunState()
         self.window = StepAccumulator(torch.device("cpu"))
