@@ -84,6 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hessian-freq", type=int, default=None,
                         help="steps between top-Hessian-eigenvalue measurements (each costs about 45 "
                              "training steps); default 100, --small 50")
+    parser.add_argument("--hessian-budget", type=float, default=None, metavar="FRACTION",
+                        help="let curvature take at most this fraction of wall time (e.g. 0.05): the monitor "
+                             "measures every --hessian-freq steps while the sharpness moves, sparser on plateaus")
+    parser.add_argument("--no-curvature", action="store_true", help="no Hessian monitor (a baseline for its cost)")
     parser.add_argument("--small", action="store_true",
                         help="a reduced run for CI (p=59, 50%% of pairs, 800 steps) that still groks")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -130,10 +134,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train, val = modular_addition_split(args.p, args.train_frac, args.seed)
     model = ModularMLP(args.p)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1.0, betas=(0.9, 0.98))
-    curvature = HessianMonitor(method="eigenvalues", freq=args.hessian_freq, k=1, batches=[train])
+    curvature = HessianMonitor(method="eigenvalues", freq=args.hessian_freq, k=1, batches=[train],
+                               budget=args.hessian_budget)
     trainer = PhaseTransitionTrainer(
         model, optimizer, nn.CrossEntropyLoss(), device=args.device, log_dir=args.log_dir,
-        log_freq=10, checkpoint_freq=None, monitors=[curvature], progress_bar=False,
+        log_freq=10, checkpoint_freq=None, monitors=[] if args.no_curvature else [curvature], progress_bar=False,
         overwrite=True,  # running the example again replaces its previous run in the same folder
     )
     if not args.quiet:
