@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import grokking  # noqa: E402
 from curvature import build_mlp  # noqa: E402
-
 from phasetrain import PhaseTransitionTrainer  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results") / "curvature_budget.json"

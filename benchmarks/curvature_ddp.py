@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curvature import build_mlp
-
 from phasetrain.curvature import HessianOperator, diagonal_statistics, lanczos
 from phasetrain.monitors.hessian import batch_share
 
