@@ -271,7 +271,8 @@ def eigen_rows(model, x, y, clock, seeds: list[int], ks=(1, 5)) -> tuple[list[fl
     solvers = {
         "phasetrain Lanczos (tol 1e-3, default)": lambda k, s: run_phasetrain(model, x, y, k, s)[:2],
         "phasetrain Lanczos (tol 1e-2)": lambda k, s: run_phasetrain(model, x, y, k, s, tol=1e-2)[:2],
-        "torch.func HVP + phasetrain Lanczos": lambda k, s: run_phasetrain(model, x, y, k, s, hvp_factory=hvp_torch_func)[:2],
+        "torch.func HVP + phasetrain Lanczos": lambda k, s: run_phasetrain(model, x, y, k, s,
+                                                                         hvp_factory=hvp_torch_func)[:2],
         "PyHessian power iteration (tol 1e-3)": lambda k, s: run_pyhessian(model, x, y, k, s),
         "curvlinops + scipy eigsh (tol 1e-4)": lambda k, s: run_curvlinops(model, x, y, k, s),
     }
@@ -325,7 +326,8 @@ def warm_rows(model: nn.Module, x: Tensor, y: Tensor, clock: StepClock, ks=(1, 3
             (res, vectors, hvps, warm), steps, seconds = clock.measure(measure)
             kept[k] = vectors
             (_, cold_hvps, _), cold_steps, _ = clock.measure(lambda k=k, m=m: run_phasetrain(moving, x, y, k, 100 + m))
-            runs[k].append({"sgd_steps": m * spacing, "warm": m > 0, "lobpcg": warm, "hvps": hvps, "steps": steps, "seconds": seconds,
+            runs[k].append({"sgd_steps": m * spacing, "warm": m > 0, "lobpcg": warm, "hvps": hvps, "steps": steps,
+                            "seconds": seconds,
                             "converged": res.converged, "rel_error": rel_error(res.eigenvalues.tolist(), ref),
                             "cold_hvps": cold_hvps, "cold_steps": cold_steps, "reference": ref[:k]})
             print(f"k={k} after {m * spacing} SGD steps ({'LOBPCG' if warm else 'Lanczos'}): {hvps} HVPs, "
@@ -434,7 +436,8 @@ def case(name, model, x, y, args, seeds, exact_by) -> dict:
     if args.warm_only:
         return result
     result["hvp"] = hvp_costs(model, x, y, clock)
-    print_table(["HVP backend", "grad steps / HVP"], [[r["backend"], fmt(r.get("steps"), r.get("error"))] for r in result["hvp"]])
+    print_table(["HVP backend", "grad steps / HVP"],
+                [[r["backend"], fmt(r.get("steps"), r.get("error"))] for r in result["hvp"]])
     if exact_by != "hvp":
         ref, rows = eigen_rows(model, x, y, clock, seeds)
         result["eigen_reference"], result["eigen"] = ref, rows
@@ -446,8 +449,10 @@ def case(name, model, x, y, args, seeds, exact_by) -> dict:
     result["diagonal"] = d
     print(f"exact diagonal by {d['exact_by']}: {d['exact_steps']:.1f} grad steps "
           f"(check against HVP entries: max rel diff {d['exact_check_rel_diff']:.1e}); "
-          f"phasetrain diagonal_statistics: {d['phasetrain_hvps']} products (mostly block products H_gg v), {d['phasetrain_steps']:.1f} grad steps")
-    rows = [[k, f"{d['truth'][k]:.4g}", f"{d['rel_error_median'][k]:.3f}", f"{d['rel_error_worst'][k]:.3f}"] for k in d["truth"]]
+          f"phasetrain diagonal_statistics: {d['phasetrain_hvps']} products (mostly block products H_gg v), "
+          f"{d['phasetrain_steps']:.1f} grad steps")
+    rows = [[k, f"{d['truth'][k]:.4g}", f"{d['rel_error_median'][k]:.3f}", f"{d['rel_error_worst'][k]:.3f}"]
+            for k in d["truth"]]
     ph = d["pyhessian_trace"]
     if "error" in ph:
         rows.append(["mean (PyHessian trace)", "", ph["error"], ""])

@@ -93,11 +93,13 @@ def main() -> None:
     load = os.getloadavg()
     summary = {"cpu_cores": os.cpu_count(), "load_average_1_5_15": load, "threads_per_process": 1,
                "hidden": args.hidden, "batch": args.batch, "single_median_seconds": single,
-               "two_ranks_median_seconds": ranks, "speedup": single / ranks, "products_per_measurement": result["products"],
+               "two_ranks_median_seconds": ranks, "speedup": single / ranks,
+               "products_per_measurement": result["products"],
                "eigenvalues_max_rel_difference": eig, "trace_rel_difference": trace, **result}
     print(f"{os.cpu_count()} CPU cores, shared (load average {load[0]:.1f}), 1 thread per process; "
           f"{result['products']} products per measurement")
-    print(f"1 process: {single:.2f} s, 2 ranks: {ranks:.2f} s (median of {args.repeats}); speedup {single / ranks:.2f}x; "
+    print(f"1 process: {single:.2f} s, 2 ranks: {ranks:.2f} s (median of {args.repeats}); "
+          f"speedup {single / ranks:.2f}x; "
           f"eigenvalues agree to {eig:.1e}, the trace to {trace:.1e}")
     RESULTS.write_text(json.dumps(summary, indent=2))
     print(f"wrote {RESULTS}")

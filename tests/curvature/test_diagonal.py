@@ -208,7 +208,8 @@ def test_std_standard_error_is_calibrated_against_the_exact_diagonal_over_seeds(
     batch = (torch.randn(64, 8, generator=gen, dtype=torch.float64), torch.randint(0, 4, (64,), generator=gen))
     with HessianOperator(model, F.cross_entropy, [batch]) as op:
         true = exact_diagonal(op).std(correction=0).item()
-        runs = [diagonal_statistics(op, torch.Generator().manual_seed(s), groups=op.module_slices(), block_products=True)
+        runs = [diagonal_statistics(op, torch.Generator().manual_seed(s), groups=op.module_slices(),
+                                    block_products=True)
                 for s in range(60)]
     z = torch.tensor([(r.std - true) / r.std_stderr for r in runs])
     assert (z.abs() <= 2).float().mean() >= 0.8

@@ -20,7 +20,8 @@ def _spectrum(n: int = 300) -> torch.Tensor:
 def test_warm_block_meets_the_certificate_with_few_products(k):
     eigenvalues = _spectrum()
     a, q = _symmetric(eigenvalues)
-    start = q[:, : k + 2] + 1e-3 * torch.randn(300, k + 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    start = q[:, : k + 2] + 1e-3 * torch.randn(300, k + 2, generator=torch.Generator().manual_seed(2),
+                                               dtype=torch.float64)
     result = lobpcg(a, start, k, tol=1e-4)
     cold = lanczos(a, k, tol=1e-4, max_iter=300, generator=torch.Generator().manual_seed(3))
     assert result.converged and result.num_matvecs < cold.num_matvecs

@@ -31,7 +31,8 @@ def _measure(rank: int | None = None) -> dict[str, float]:
     own = _batches()[rank or 0]
     ctx = StepContext(model, F.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1), 1, 0, own,
                       torch.device("cpu"))
-    default = HessianMonitor("eigenvalues", k=2, tol=1e-9, max_iter=75, batches=None if rank is not None else _batches())
+    default = HessianMonitor("eigenvalues", k=2, tol=1e-9, max_iter=75,
+                             batches=None if rank is not None else _batches())
     out = {f"default_{k}": v for k, v in default.compute(ctx).items()}
     out["default_saved_samples"] = float(sum(len(y) for _, y in default.state_dict()["batches"]))  # the union: 23
     eig = HessianMonitor("eigenvalues", k=3, tol=1e-9, max_iter=75, batches=_batches())
@@ -57,6 +58,7 @@ def test_two_ranks_give_the_single_process_numbers(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = _measure()
     assert ranks[0] == ranks[1]  # bit for bit: same products, same random probes, same decisions
-    assert set(ranks[0]) == set(single) and {"hessian_trace", "warm_hessian_eig_3", "default_hessian_eig_2"} <= set(single)
+    assert set(ranks[0]) == set(single) and {"hessian_trace", "warm_hessian_eig_3",
+                                             "default_hessian_eig_2"} <= set(single)
     for name, value in single.items():
         assert abs(ranks[0][name] - value) <= 1e-5 * abs(value) + 1e-12, name

@@ -99,7 +99,8 @@ def test_eos_ratio_for_sgd_plain_and_heavy_ball_only():
     assert eos_ratio(40.0, torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True)) is None
     assert eos_ratio(40.0, torch.optim.Adam(params, lr=0.05)) is None
     model = _model()
-    out = HessianMonitor("eigenvalues", k=2).compute(_ctx(model, _batch(1), torch.optim.SGD(model.parameters(), lr=0.2)))
+    out = HessianMonitor("eigenvalues", k=2).compute(_ctx(model, _batch(1),
+                                                          torch.optim.SGD(model.parameters(), lr=0.2)))
     assert out["hessian_eos_ratio"] == pytest.approx(out["hessian_eig_1"] * 0.1)
     out = HessianMonitor("eigenvalues", k=2).compute(_ctx(model, _batch(1), torch.optim.Adam(model.parameters())))
     assert set(out) == {"hessian_eig_1", "hessian_eig_2"}
@@ -196,7 +197,10 @@ def test_bad_arguments_are_rejected_with_their_names():
     with pytest.raises(TypeError, match="seed"):
         HessianMonitor(seed=1.5)
     with pytest.raises(ValueError, match="k=3 exceeds"):
-        HessianMonitor("eigenvalues", k=3).compute(_ctx(nn.Linear(1, 1).double(), (torch.ones(2, 1, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64)), loss_fn=F.mse_loss))
+        HessianMonitor("eigenvalues", k=3).compute(_ctx(nn.Linear(1, 1).double(),
+                                                        (torch.ones(2, 1, dtype=torch.float64),
+                                                         torch.ones(2, 1, dtype=torch.float64)),
+                                                        loss_fn=F.mse_loss))
 
 
 def test_later_measurements_warm_start_lobpcg_from_the_kept_vectors(monkeypatch):

@@ -8,7 +8,8 @@ use, the diagonal is computed exactly, one product e_i^T A e_i per coordinate. O
   groups as in stratified sampling (Neyman allocation; Cochran, "Sampling Techniques", 1977, 5.5):
   half the weight to the trace's noise, half to the spread's (`allocate_probes`);
 - block products: with `block_products=True`, A_gg v by `operator.block_product` (for a
-  `HessianOperator` its `block_matvec`, whose double backward stops at the group's layers) every probe is confined and answered by its
+  `HessianOperator` its `block_matvec`, whose double backward stops at the group's layers) every
+  probe is confined and answered by its
   block, at a cost that falls steeply towards the output (1% of a whole product for the benchmark
   CNN's output layer). The pilot also prices each block (FLOPs plus a fixed cost per dispatched
   operation, counted, not timed: the same allocation on every run), and the probes are bought by

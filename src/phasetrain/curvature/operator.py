@@ -87,7 +87,8 @@ def batch_size(batch: Batch) -> int:
         if not isinstance(targets, Tensor) or targets.dim() == 0:
             raise TypeError("batch targets must be a tensor with a batch dimension, or None")
         return int(targets.shape[0])
-    values = inputs.values() if isinstance(inputs, Mapping) else inputs if isinstance(inputs, (tuple, list)) else [inputs]
+    values = (inputs.values() if isinstance(inputs, Mapping)
+              else inputs if isinstance(inputs, (tuple, list)) else [inputs])
     for value in values:
         if isinstance(value, Tensor) and value.dim() > 0:
             return int(value.shape[0])
@@ -180,7 +181,8 @@ class HessianOperator:
         self.num_matvecs = 0
         sizes = [batch_size(b) for b in batches]
         local = sum(sizes)
-        total = int(self._sum(torch.tensor(float(local), dtype=torch.float64, device=self.device))) if distributed else local
+        total = (int(self._sum(torch.tensor(float(local), dtype=torch.float64, device=self.device)))
+                 if distributed else local)
         if total == 0:
             raise ValueError("the curvature batches hold no samples")
         self._share = local / total  # this process's weight in the sums over processes
@@ -189,7 +191,7 @@ class HessianOperator:
         if local:
             with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
                 losses = [batch_loss(model, loss_fn, b)[0] for b, n in zip(batches, sizes) if n]
-                loss = sum(l * (n / local) for l, n in zip(losses, [n for n in sizes if n]))
+                loss = sum(part_loss * (n / local) for part_loss, n in zip(losses, [n for n in sizes if n]))
                 grads = torch.autograd.grad(loss, self._params, create_graph=True, allow_unused=True)
         self.loss = self._sum(loss.detach() * self._share) if distributed else loss.detach()
         # A gradient that does not depend on the parameters has a zero Hessian row: leave it out.

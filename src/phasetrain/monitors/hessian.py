@@ -14,7 +14,8 @@ What it measures, and on what:
   eigenvalues (the Hessian is indefinite; eig_1 is the "sharpness"): the first time by Lanczos from
   a random start, then by LOBPCG from the previous top k eigenvectors and `GUARD` guard vectors
   (the next Ritz vectors) mixed with a little noise (`warm_start`, `phasetrain.curvature.lobpcg`),
-  unless that start has gone stale (`STALE`: then by Lanczos again; `top_eigenpairs`); the same certificate either way (every
+  unless that start has gone stale (`STALE`: then by Lanczos again; `top_eigenpairs`); the same
+  certificate either way (every
   residual <= tol * |eigenvalue|). For `torch.optim.SGD` without Nesterov also
   `hessian_eos_ratio` = eig_1 * lr_eff / (2 (1 + momentum)), lr_eff = lr * (1 - dampening).
   Gradient descent on a quadratic is stable iff it is <= 1 (Cohen et al. 2021, "Gradient Descent
@@ -330,7 +331,8 @@ class HessianMonitor(Monitor):
             self._batch_device = None
             if world > 1:  # keep the union of the processes' first batches: what a checkpoint saves
                 gathered: list[Any] = [None] * world
-                torch.distributed.all_gather_object(gathered, [(_to(x, torch.device("cpu")), _to(y, torch.device("cpu")))
+                torch.distributed.all_gather_object(gathered, [(_to(x, torch.device("cpu")),
+                                                                _to(y, torch.device("cpu")))
                                                                for x, y in self._batches])
                 self._batches = [b for part in gathered for b in part]
                 self._split = True
