@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from phasetrain import PhaseTransitionTrainer
 from phasetrain.loop.batches import as_device, available_devices, check_loader
-from phasetrain.run.names import check_watch_metrics, is_built_in_metric
+from phasetrain.run.config import check_watch_metrics, is_built_in_metric
 from tests.conftest import make_classification, make_mlp
 
 
