@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from phasetrain.detect.offline import (
+from phasetrain.detect.candidates import (
+    DEFAULT_THRESHOLDS,
+    MIN_CURVE_POINTS,
     MIN_SIDE_POINTS,
     Candidate,
     Thresholds,
@@ -47,7 +49,7 @@ class OnlineDetector:
         *,
         max_window: float | None = None,
         scale: str = "auto",
-        thresholds: Thresholds = Thresholds(),
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
         check_every: int | None = None,
         metric: str | None = None,
     ) -> None:
@@ -132,7 +134,7 @@ class OnlineDetector:
 
     def _check(self) -> list[Transition]:
         t, y = np.asarray(self._t), np.asarray(self._y)
-        if t.size < 2 * MIN_SIDE_POINTS + 2:
+        if t.size < MIN_CURVE_POINTS:
             return []
         smooth = median7(y)
         final = t.size - 3  # the filter output of the last 3 records is not final yet
