@@ -5,6 +5,7 @@ A new detector is any object with these methods (no base class needed); the prot
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol, runtime_checkable
 
 from phasetrain.detect.transition import Transition
@@ -48,5 +49,5 @@ def is_plain(state: object) -> bool:
     if isinstance(state, list):
         return all(is_plain(v) for v in state)
     if isinstance(state, float):
-        return state == state and abs(state) != float("inf")
+        return math.isfinite(state)
     return state is None or isinstance(state, (bool, int, str))

@@ -161,13 +161,20 @@ def geometries(window: float, spacing: float, span: float, n: int, max_window: f
     return layouts
 
 
-def scans(t: np.ndarray, y: np.ndarray, var: np.ndarray, window: float | None, max_window: float | None):
-    """Scans at every scale whose windows fit the curve (see `geometries`)."""
+def finest_window(t: np.ndarray, window: float | None) -> tuple[float, float, float]:
+    """(h0, span, spacing) in steps for a curve recorded at steps `t` (n >= 2): the finest
+    window for `window_size=window` (None: 1% of the span, at least 8 intervals), at most
+    1/8 of the span; the span; and the median recording interval."""
     span = float(t[-1] - t[0])
     spacing = float(np.median(np.diff(t)))
     if window is None:
         window = max(span * DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS * spacing)
-    window = min(window, span / MAX_WINDOW_SPANS)
+    return min(window, span / MAX_WINDOW_SPANS), span, spacing
+
+
+def scans(t: np.ndarray, y: np.ndarray, var: np.ndarray, window: float | None, max_window: float | None):
+    """Scans at every scale whose windows fit the curve (see `geometries`)."""
+    window, span, spacing = finest_window(t, window)
     for geo in geometries(window, spacing, span, t.size, span if max_window is None else max_window):
         scan = scan_scale(t, y, var, geo, MIN_SIDE_POINTS)
         if scan is None:

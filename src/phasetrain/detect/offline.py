@@ -7,15 +7,20 @@ from phasetrain.detect.candidates import (
     DEFAULT_THRESHOLDS,
     MIN_CURVE_POINTS,
     Thresholds,
+    finest_window,
     scale_candidates,
     scans,
     select,
 )
-from phasetrain.detect.prepare import Curve, check_window_size, prepare_curve
+from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve
+from phasetrain.detect.regimes import detect_regimes
 from phasetrain.detect.robust import median7, noise_floor, noise_variance
+from phasetrain.detect.slopes import detect_slopes
 from phasetrain.detect.transition import Transition
 
-__all__ = ["Thresholds", "detect_in_curve", "detect_transitions"]
+__all__ = ["KINDS", "LevelDetector", "Thresholds", "detect_in_curve", "detect_transitions"]
+
+KINDS = ("level", "slope", "regime")
 
 
 def detect_transitions(
@@ -26,6 +31,7 @@ def detect_transitions(
     scale: str = "auto",
     max_window: float | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    kinds: tuple[str, ...] | list[str] = ("level",),
 ) -> list[Transition]:
     """Find the abrupt changes of a 1-D training curve, sorted by step.
 
@@ -42,18 +48,37 @@ def detect_transitions(
     removed before fitting. scale: "log" analyses log(values) (losses spanning
     decades), "auto" picks log for positive curves whose values span a factor >= 10, except
     rising curves bounded by 1 (accuracies).
+    thresholds: apply to level changes. kinds: which kinds to report, any of "level",
+    "slope" (kinks, see `slopes`) and "regime" (sustained oscillations, see `regimes`);
+    with "regime", the level and slope changes inside a regime (its bumps) are part of it
+    and not reported, and kinks at the corners of a level change are never reported.
     Curves with fewer than 8 finite points return [].
     """
     window = check_window_size(window_size)
     max_window = check_window_size(max_window, "max_window")
     if not isinstance(thresholds, Thresholds):
         raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+    kinds = check_kinds(kinds)
     curve = prepare_curve(values, steps, scale)
-    return detect_in_curve(curve, window, max_window, thresholds)
+    return detect_in_curve(curve, window, max_window, thresholds, kinds)
+
+
+def check_kinds(kinds: object) -> tuple[str, ...]:
+    """`kinds` as a tuple of known kinds (at least one); raise otherwise."""
+    if isinstance(kinds, str) or not isinstance(kinds, (tuple, list)) or not kinds:
+        raise TypeError(f"kinds must be a non-empty tuple or list of {KINDS}, got {kinds!r}")
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown kinds {unknown!r}; known kinds: {KINDS}")
+    return tuple(kinds)
 
 
 def detect_in_curve(
-    curve: Curve, window: float | None, max_window: float | None, thresholds: Thresholds
+    curve: Curve,
+    window: float | None,
+    max_window: float | None,
+    thresholds: Thresholds,
+    kinds: tuple[str, ...] = ("level",),
 ) -> list[Transition]:
     """`detect_transitions` on a prepared curve."""
     t, y = curve.t, curve.y
@@ -67,7 +92,55 @@ def detect_in_curve(
     candidates = []
     for scan in scans(t, smooth, var, window, max_window):
         candidates.extend(scale_candidates(scan, value_range, thresholds))
-    chosen = select(curve, smooth, candidates, [])
-    return sorted((found for _, found in chosen), key=lambda tr: tr.step)
+    levels = [found for _, found in select(curve, smooth, candidates, [])]
+    found = levels if "level" in kinds else []
+    if "slope" in kinds:
+        found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
+    if "regime" in kinds:
+        regimes = detect_regimes(curve, var, window)
+        h0 = finest_window(t, window)[0]
+        # a regime from the first record on is how the curve is, not a change: it only holds bumps
+        inside = [(r.start_step + (h0 if r.start_step > t[0] else -h0), r.end_step) for r in regimes]
+        found = [tr for tr in found if not any(lo < tr.step <= hi for lo, hi in inside)]
+        found += [r for r in regimes if r.start_step > t[0]]
+    return sorted(found, key=lambda tr: tr.step)
+
+
+def near_level(kink: Transition, levels: list[Transition]) -> bool:
+    """True when a kink lies on a level change or within its own window of one's start or end
+    (the corners of a sigmoid or a step are bends too)."""
+    reach = kink.end_step - kink.start_step
+    return any(lv.start_step - reach <= kink.step <= lv.end_step + reach for lv in levels)
+
+
+class LevelDetector:
+    """`detect_transitions` with fixed settings, as a `Detector` (see `base`).
+
+    window_size, scale, max_window, thresholds, kinds: as for `detect_transitions`.
+    """
+
+    def __init__(
+        self,
+        window_size: float | None = None,
+        *,
+        scale: str = "auto",
+        max_window: float | None = None,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        kinds: tuple[str, ...] | list[str] = ("level",),
+    ) -> None:
+        self.window_size = check_window_size(window_size)
+        self.max_window = check_window_size(max_window, "max_window")
+        self.scale = check_scale(scale)
+        if not isinstance(thresholds, Thresholds):
+            raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+        self.thresholds = thresholds
+        self.kinds = check_kinds(kinds)
+
+    def detect(self, values: object, steps: object | None = None) -> list[Transition]:
+        """The transitions of one curve (values shape (n,), steps shape (n,) or None: 1..n)."""
+        return detect_transitions(
+            values, steps, self.window_size, scale=self.scale, max_window=self.max_window,
+            thresholds=self.thresholds, kinds=self.kinds,
+        )
 
 

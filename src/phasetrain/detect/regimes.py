@@ -1,0 +1,137 @@
+"""Regimes: a sustained oscillation (edge-of-stability bumps, loss spikes that keep coming).
+
+A regime is one event, however many bumps it holds. Its signature is roughness: at a lag of
+l records the second difference d_i = y[i+l] - 2 y[i] + y[i-l] cancels any linear trend (and
+nearly cancels a smooth curved one, which shifts d by a slowly varying mean), has variance
+6 sigma^2 under white noise of variance sigma^2, and swings by about twice the bump height
+where bumps of about 2 l records (or spikes) keep coming. Over windows of 8 l records the
+variance of d about its window mean, against 6 sigma^2 of the local noise, is the roughness.
+
+A stretch is a regime at lag l when, over at least 3 windows (24 l records):
+- the roughness is >= 9 (d swings 3x more than white noise would make it);
+- the RMS swing of d is >= 5% of the curve's range (visible bumps, not texture);
+- it holds at least 4 excursions: runs of records beyond 5 noise sigmas on one side of the
+  curve's running mean (over a window), alternating sides (bumps and dips, or spikes and
+  the returns between them; a single level step makes one or two).
+Lags double from an eighth of the finest window (at least 1 record) to 1/64 of the curve.
+A stretch rough from the curve's first window on is returned starting at the first record:
+that is no change (a curve that oscillates throughout, such as a cyclic schedule), and
+`detect_transitions` does not report it, but it still holds the bumps inside it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from phasetrain.detect.candidates import finest_window
+from phasetrain.detect.prepare import Curve
+from phasetrain.detect.transition import Transition
+
+MIN_ROUGHNESS = 9.0
+MIN_SWING_RELATIVE = 0.05
+MIN_EVENTS = 4
+WINDOW_LAGS = 8  # a roughness window holds 8 lags
+MIN_WINDOWS = 3  # a regime lasts at least 3 roughness windows
+ROUGH_SIGMAS = 5.0
+
+
+def rolling_mean(a: np.ndarray, size: int) -> np.ndarray:
+    """Mean of every run of `size` consecutive values, shape (a.size - size + 1,)."""
+    prefix = np.concatenate([[0.0], np.cumsum(a)])
+    return (prefix[size:] - prefix[:-size]) / size
+
+
+def lag_stretches(y: np.ndarray, var: np.ndarray, lag: int, value_range: float) -> list[tuple[int, int, float, bool]]:
+    """(first record, last record, roughness, ongoing) of each regime seen at `lag` records."""
+    n = y.size
+    size = WINDOW_LAGS * lag
+    if n < 2 * lag + MIN_WINDOWS * size:
+        return []
+    d = y[2 * lag :] - 2 * y[lag:-lag] + y[: -2 * lag]  # d[j] is centred on record j + lag
+    noise = var[2 * lag :] + 4 * var[lag:-lag] + var[: -2 * lag]
+    mean = rolling_mean(d, size)
+    swing2 = np.maximum(rolling_mean(d * d, size) - mean * mean, 0.0)
+    roughness = swing2 / np.maximum(rolling_mean(noise, size), 1e-300)
+    rough = (roughness >= MIN_ROUGHNESS) & (swing2 >= (MIN_SWING_RELATIVE * value_range) ** 2)
+    idx = np.flatnonzero(rough)  # window w covers d[w : w + size]
+    if idx.size == 0:
+        return []
+    baseline = np.interp(np.arange(n), np.arange(size // 2, size // 2 + n - size + 1), rolling_mean(y, size))
+    sigma = np.sqrt(var)
+    found = []
+    run_starts = np.flatnonzero(np.diff(idx, prepend=-2) > 1)
+    for start, stop in zip(run_starts, np.append(run_starts[1:], idx.size)):
+        first, last = int(idx[start]), int(idx[stop - 1])
+        if last - first < (MIN_WINDOWS - 1) * size:
+            continue
+        lo, hi = first, last + size  # the d values these windows cover
+        beyond = np.flatnonzero(np.abs(d[lo:hi]) > ROUGH_SIGMAS * np.sqrt(noise[lo:hi]))
+        if beyond.size == 0:
+            continue
+        # d[j] reads y[j], y[j + lag], y[j + 2 lag]: a bump from record r to record s first
+        # shows in d[r - 2 lag] and last in d[s]
+        begin = 0 if first == 0 else min(lo + int(beyond[0]) + 2 * lag, n - 1)
+        end = min(lo + int(beyond[-1]), n - 1)
+        away = y[begin : end + 1] - baseline[begin : end + 1]
+        side = np.sign(away)[np.abs(away) > ROUGH_SIGMAS * sigma[begin : end + 1]]
+        if 1 + int(np.count_nonzero(side[1:] != side[:-1])) < MIN_EVENTS:
+            continue
+        ongoing = last == mean.size - 1
+        found.append((begin, end, float(np.median(roughness[first : last + 1])), ongoing))
+    return found
+
+
+def detect_regimes(curve: Curve, var: np.ndarray, window: float | None) -> list[Transition]:
+    """The regimes of a prepared curve, sorted by start (see the module docstring).
+
+    curve: the validated curve (raw values: spikes count); var: per-point noise variance,
+    shape (n,); window: the finest window in steps (None: as for level changes). Returned
+    transitions have kind="regime": step = start_step = the regime's first record, end_step
+    its last (ongoing=True when that is the curve's last record); level_before is the
+    median value over the window before it, level_after the median inside it; magnitude the
+    RMS bump height (d's RMS swing / 2, on the analysis scale: log units for log curves);
+    score the median roughness's square root (swing in noise sigmas).
+    """
+    t, y = curve.t, curve.y
+    n = y.size
+    if n < 16:
+        return []
+    value_range = float(np.percentile(y, 99) - np.percentile(y, 1))
+    if not value_range > 0:
+        return []
+    h, _, spacing = finest_window(t, window)
+    lag = max(1, round(h / spacing / WINDOW_LAGS))
+    seen = []  # (first, last, roughness, ongoing, lag) at every lag
+    while WINDOW_LAGS * MIN_WINDOWS * lag * 2 <= n:
+        seen += [(*stretch, lag) for stretch in lag_stretches(y, var, lag, value_range)]
+        lag *= 2
+    spans: list[list] = []  # overlapping (or within a window of each other) stretches merged
+    for first, last, rough, ongoing, lag in sorted(seen):
+        if spans and first <= spans[-1][1] + WINDOW_LAGS * max(lag, spans[-1][4]):
+            top = spans[-1]
+            top[1], top[2], top[3], top[4] = max(top[1], last), max(top[2], rough), top[3] or ongoing, max(top[4], lag)
+        else:
+            spans.append([first, last, rough, ongoing, lag])
+    integer_steps = bool(np.all(t == np.round(t)))
+    as_step = int if integer_steps else float
+    found = []
+    for first, last, rough, ongoing, lag in spans:
+        before = y[max(0, first - WINDOW_LAGS * lag) : first]
+        inside = y[first : last + 1]
+        level_before = curve.to_values(float(np.median(before if before.size else inside)))
+        level_after = curve.to_values(float(np.median(inside)))
+        swing = float(np.sqrt(max(np.mean((inside - np.median(inside)) ** 2), 0.0)))
+        largest = max(abs(level_before), abs(level_after))
+        found.append(Transition(
+            step=as_step(t[first]),
+            start_step=as_step(t[first]),
+            end_step=as_step(t[-1] if ongoing else t[last]),
+            level_before=level_before,
+            level_after=level_after,
+            magnitude=swing,
+            relative_magnitude=abs(level_after - level_before) / largest if largest > 0 else 0.0,
+            direction="up" if level_after > level_before else "down",
+            score=float(np.sqrt(rough)),
+            kind="regime",
+            ongoing=bool(ongoing),
+        ))
+    return found
