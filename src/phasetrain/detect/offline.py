@@ -1,6 +1,8 @@
 """Offline detection of abrupt level changes in a whole training curve."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from phasetrain.detect.candidates import (
@@ -21,6 +23,7 @@ from phasetrain.detect.transition import Transition
 __all__ = ["KINDS", "LevelDetector", "Thresholds", "detect_in_curve", "detect_transitions"]
 
 KINDS = ("level", "slope", "regime")
+EARLY_SCORE_FACTOR = 2.0  # changes found only on the log-step axis clear twice min_score
 
 
 def detect_transitions(
@@ -93,7 +96,8 @@ def detect_in_curve(
     for scan in scans(t, smooth, var, window, max_window):
         candidates.extend(scale_candidates(scan, value_range, thresholds))
     levels = [found for _, found in select(curve, smooth, candidates, [])]
-    found = levels if "level" in kinds else []
+    levels = sorted(levels + early_levels(curve, smooth, var, levels, window, thresholds), key=lambda tr: tr.step)
+    found = list(levels) if "level" in kinds else []
     if "slope" in kinds:
         found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
     if "regime" in kinds:
@@ -104,6 +108,49 @@ def detect_in_curve(
         found = [tr for tr in found if not any(lo < tr.step <= hi for lo, hi in inside)]
         found += [r for r in regimes if r.start_step > t[0]]
     return sorted(found, key=lambda tr: tr.step)
+
+
+def early_levels(
+    curve: Curve,
+    smooth: np.ndarray,
+    var: np.ndarray,
+    levels: list[Transition],
+    window: float | None,
+    thresholds: Thresholds,
+) -> list[Transition]:
+    """Level changes near the curve's start, found on a log-step axis.
+
+    On steps t the first window and a half cannot be tested (no window fits before them).
+    Read on u = log(1 + (t - t0) / spacing), early records are spread out and late ones packed,
+    so a change at the 5th record has windows on both sides at the finer log scales. Kept:
+    changes the step axis could not test (within two of their own widths, or two finest
+    windows, of the start) and did not find, that are abrupt in steps too (over at most as
+    many steps as came before their midpoint: an exponential approach, abrupt on a log
+    axis, is not) and clear twice the z-score threshold (early windows are short, and a
+    strong early trend can hide in their noisy slopes).
+    """
+    strict = replace(thresholds, min_score=EARLY_SCORE_FACTOR * thresholds.min_score)
+    t = curve.t
+    h0, _, spacing = finest_window(t, window)
+    u = np.log1p((t - t[0]) / spacing)
+    axis = Curve(t=u, y=curve.y, log=curve.log, quantum=curve.quantum)
+    value_range = float(smooth.max() - smooth.min())
+    candidates = []
+    for scan in scans(u, smooth, var, None, None):
+        candidates.extend(scale_candidates(scan, value_range, strict))
+    integer_steps = bool(np.all(t == np.round(t)))
+    as_step = int if integer_steps else float
+    out = []
+    for _, found in select(axis, smooth, candidates, []):
+        at, lo, hi = (int(np.searchsorted(u, v)) for v in (found.step, found.start_step, found.end_step))
+        step, start, end = (float(t[min(i, t.size - 1)]) for i in (at, lo, hi))
+        width = max(end - start, h0)
+        if step - t[0] > 2 * width or end - start > step - t[0]:
+            continue
+        if any(abs(step - lv.step) <= max(width, lv.end_step - lv.start_step) for lv in levels):
+            continue
+        out.append(replace(found, step=as_step(step), start_step=as_step(start), end_step=as_step(end)))
+    return out
 
 
 def near_level(kink: Transition, levels: list[Transition]) -> bool:
