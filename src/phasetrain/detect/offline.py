@@ -16,7 +16,7 @@ from phasetrain.detect.candidates import (
 )
 from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve
 from phasetrain.detect.regimes import detect_regimes
-from phasetrain.detect.robust import median7, noise_floor, noise_variance
+from phasetrain.detect.robust import median7, noise_floor, noise_variance, range_floor
 from phasetrain.detect.slopes import detect_slopes
 from phasetrain.detect.transition import Transition
 
@@ -92,11 +92,13 @@ def detect_in_curve(
     if not value_range > 0:
         return []
     var = np.maximum(noise_variance(t, y), noise_floor(y, curve.log, curve.quantum, value_range))
+    value_range = max(value_range, range_floor(float(y.min()), float(y.max()), curve.log, curve.quantum))
     candidates = []
     for scan in scans(t, smooth, var, window, max_window):
         candidates.extend(scale_candidates(scan, value_range, thresholds))
     levels = [found for _, found in select(curve, smooth, candidates, [])]
-    levels = sorted(levels + early_levels(curve, smooth, var, levels, window, thresholds), key=lambda tr: tr.step)
+    early = early_levels(curve, smooth, var, levels, window, thresholds, value_range)
+    levels = sorted(levels + early, key=lambda tr: tr.step)
     found = list(levels) if "level" in kinds else []
     if "slope" in kinds:
         found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
@@ -117,6 +119,7 @@ def early_levels(
     levels: list[Transition],
     window: float | None,
     thresholds: Thresholds,
+    value_range: float,
 ) -> list[Transition]:
     """Level changes near the curve's start, found on a log-step axis.
 
@@ -134,7 +137,6 @@ def early_levels(
     h0, _, spacing = finest_window(t, window)
     u = np.log1p((t - t[0]) / spacing)
     axis = Curve(t=u, y=curve.y, log=curve.log, quantum=curve.quantum)
-    value_range = float(smooth.max() - smooth.min())
     candidates = []
     for scan in scans(u, smooth, var, None, None):
         candidates.extend(scale_candidates(scan, value_range, strict))
