@@ -15,7 +15,7 @@ from phasetrain.detect.candidates import (
     select,
 )
 from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve
-from phasetrain.detect.regimes import detect_regimes
+from phasetrain.detect.regimes import cycles, detect_regimes
 from phasetrain.detect.robust import median7, noise_floor, noise_variance, range_floor
 from phasetrain.detect.slopes import detect_slopes
 from phasetrain.detect.transition import Transition
@@ -24,6 +24,7 @@ __all__ = ["KINDS", "LevelDetector", "Thresholds", "detect_in_curve", "detect_tr
 
 KINDS = ("level", "slope", "regime")
 EARLY_SCORE_FACTOR = 2.0  # changes found only on the log-step axis clear twice min_score
+EARLY_WINDOWS = 2  # ... and lie within 2 finest windows of the curve's start
 
 
 def detect_transitions(
@@ -104,9 +105,12 @@ def detect_in_curve(
         found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
     if "regime" in kinds:
         regimes = detect_regimes(curve, var, window)
+        steps_of = int if bool(np.all(t == np.round(t))) else float
+        regimes += cycles(levels, steps_of(t[0]), steps_of(t[-1]))
         h0 = finest_window(t, window)[0]
         # a regime from the first record on is how the curve is, not a change: it only holds bumps
         inside = [(r.start_step + (h0 if r.start_step > t[0] else -h0), r.end_step) for r in regimes]
+        regimes = [r for r in regimes if not any(lo < r.step <= hi for lo, hi in inside)]  # one per regime
         found = [tr for tr in found if not any(lo < tr.step <= hi for lo, hi in inside)]
         found += [r for r in regimes if r.start_step > t[0]]
     return sorted(found, key=lambda tr: tr.step)
@@ -126,8 +130,8 @@ def early_levels(
     On steps t the first window and a half cannot be tested (no window fits before them).
     Read on u = log(1 + (t - t0) / spacing), early records are spread out and late ones packed,
     so a change at the 5th record has windows on both sides at the finer log scales. Kept:
-    changes the step axis could not test (within two of their own widths, or two finest
-    windows, of the start) and did not find, that are abrupt in steps too (over at most as
+    changes the step axis could not test (within two finest windows of the start) and did
+    not find, that are abrupt in steps too (over at most as
     many steps as came before their midpoint: an exponential approach, abrupt on a log
     axis, is not) and clear twice the z-score threshold (early windows are short, and a
     strong early trend can hide in their noisy slopes).
@@ -146,10 +150,9 @@ def early_levels(
     for _, found in select(axis, smooth, candidates, []):
         at, lo, hi = (int(np.searchsorted(u, v)) for v in (found.step, found.start_step, found.end_step))
         step, start, end = (float(t[min(i, t.size - 1)]) for i in (at, lo, hi))
-        width = max(end - start, h0)
-        if step - t[0] > 2 * width or end - start > step - t[0]:
+        if step - t[0] > EARLY_WINDOWS * h0 or end - start > step - t[0]:
             continue
-        if any(abs(step - lv.step) <= max(width, lv.end_step - lv.start_step) for lv in levels):
+        if any(abs(step - lv.step) <= max(end - start, h0, lv.end_step - lv.start_step) for lv in levels):
             continue
         out.append(replace(found, step=as_step(step), start_step=as_step(start), end_step=as_step(end)))
     return out
