@@ -46,15 +46,16 @@ def detect_in_history(
     scale: str = "auto",
     max_window: float | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    kinds: tuple[str, ...] | list[str] = ("level",),
 ) -> list[Transition]:
     """Transitions of `metric` (recorded steps and values) with `metric` filled in.
 
     history: a run's records (see `History`). metric: the name to read. window_size,
-    scale, max_window, thresholds: as for `detect_transitions`.
+    scale, max_window, thresholds, kinds: as for `detect_transitions`.
     Raises KeyError listing the recorded metrics when `metric` was never recorded.
     """
     steps, values = read_metric(history, metric)
     found = detect_transitions(
-        values, steps, window_size, scale=scale, max_window=max_window, thresholds=thresholds,
+        values, steps, window_size, scale=scale, max_window=max_window, thresholds=thresholds, kinds=kinds,
     )
     return [tr.with_metric(metric) for tr in found]

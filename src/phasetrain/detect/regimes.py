@@ -74,15 +74,15 @@ def lag_stretches(y: np.ndarray, var: np.ndarray, lag: int, value_range: float) 
         # a bump from record r to record s first shows in d[r - 3 lag] and last in d[s]
         begin = 0 if first == 0 else min(lo + int(beyond[0]) + 3 * lag, n - 1)
         end = min(lo + int(beyond[-1]), n - 1)
-        if not excursion_chains(y[begin : end + 1] - baseline[begin : end + 1], sigma[begin : end + 1], lag, size):
+        if not has_excursion_chain(y[begin : end + 1] - baseline[begin : end + 1], sigma[begin : end + 1], lag, size):
             continue
         found.append((begin, end, float(np.median(roughness[first : last + 1])), last == mean.size - 1))
     return found
 
 
-def excursion_chains(away: np.ndarray, sigma: np.ndarray, lag: int, size: int) -> list[tuple[int, int]]:
-    """(first, last) index of each chain of at least MIN_EVENTS excursions, each starting
-    within `size` records of the previous one's end.
+def has_excursion_chain(away: np.ndarray, sigma: np.ndarray, lag: int, size: int) -> bool:
+    """True when `away` holds a chain of at least MIN_EVENTS excursions, each starting within
+    `size` records of the previous one's end.
 
     away: values minus their running mean; sigma: noise sigma per record. An excursion is a
     run of records beyond EXCURSION_SIGMAS sigmas on one side, gaps of up to `lag` records
@@ -90,18 +90,19 @@ def excursion_chains(away: np.ndarray, sigma: np.ndarray, lag: int, size: int) -
     """
     big = np.flatnonzero(np.abs(away) > EXCURSION_SIGMAS * sigma)
     if big.size < MIN_EVENTS:
-        return []
+        return False
     sign = np.sign(away[big])
     new = np.ones(big.size, dtype=bool)
     new[1:] = (sign[1:] != sign[:-1]) | (np.diff(big) > lag)
     heads = np.flatnonzero(new)
     starts, ends = big[heads], big[np.append(heads[1:] - 1, big.size - 1)]
-    breaks = np.flatnonzero(starts[1:] - ends[:-1] > size) + 1
-    chains = []
-    for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [starts.size]])):
-        if b - a >= MIN_EVENTS:
-            chains.append((int(starts[a]), int(ends[b - 1])))
-    return chains
+    linked = starts[1:] - ends[:-1] <= size
+    # the longest run of consecutive links: MIN_EVENTS - 1 links chain MIN_EVENTS excursions
+    longest, current = 0, 0
+    for link in linked.tolist():
+        current = current + 1 if link else 0
+        longest = max(longest, current)
+    return longest >= MIN_EVENTS - 1
 
 
 def detect_regimes(curve: Curve, var: np.ndarray, window: float | None) -> list[Transition]:

@@ -9,9 +9,13 @@ from typing import Any
 class Transition:
     """One abrupt change of a training curve, in the curve's own units and global steps.
 
-    kind: "level" (the curve moves to a new level), "slope" (its trend bends: a kink; the
-    levels are then the slopes per step before and after) or "regime" (a sustained
-    oscillation starts: bumps or spikes that keep coming; see `regimes`).
+    kind: "level" (the curve moves to a new level; the fields below are as described),
+        "slope" (its trend bends: a kink, see `slopes`; level_before/level_after are the
+        slopes per step before and after, start_step/end_step half a window either side,
+        score the slope change in standard errors), or "regime" (a sustained oscillation
+        starts, see `regimes`: step = start_step = its first record, end_step its last;
+        level_before the median before it, level_after the median inside it, magnitude
+        the RMS deviation inside it, score the roughness in noise sigmas).
 
     step: first recorded step at which the change is at least half done (for a sigmoid,
         the point of fastest change; for a step, the first record at the new level).
