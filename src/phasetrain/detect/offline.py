@@ -15,7 +15,7 @@ from phasetrain.detect.candidates import (
     select,
 )
 from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve
-from phasetrain.detect.regimes import cycles, detect_regimes
+from phasetrain.detect.regimes import MIN_CYCLE_CHANGES, cycles, detect_regimes
 from phasetrain.detect.robust import median7, noise_floor, noise_variance, range_floor
 from phasetrain.detect.slopes import detect_slopes
 from phasetrain.detect.transition import Transition
@@ -104,7 +104,7 @@ def detect_in_curve(
     if "slope" in kinds:
         found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
     if "regime" in kinds:
-        regimes = detect_regimes(curve, var, window)
+        regimes = explained_regimes(curve, var, window, levels)
         steps_of = int if bool(np.all(t == np.round(t))) else float
         regimes += cycles(levels, steps_of(t[0]), steps_of(t[-1]))
         h0 = finest_window(t, window)[0]
@@ -155,6 +155,40 @@ def early_levels(
         if any(abs(step - lv.step) <= max(end - start, h0, lv.end_step - lv.start_step) for lv in levels):
             continue
         out.append(replace(found, step=as_step(step), start_step=as_step(start), end_step=as_step(end)))
+    return out
+
+
+def explained_regimes(curve: Curve, var: np.ndarray, window: float | None, levels: list[Transition]) -> list[Transition]:
+    """Regimes that level changes do not explain: a staircase of a few steps is not an
+    oscillation. A regime of the curve counts when the curve less its level changes (see
+    `level_steps`) is rough there too, or when it holds at least MIN_CYCLE_CHANGES level
+    changes (bumps read as steps); a regime of the curve less its level changes counts too.
+    One that starts at the first record counts only when it holds MIN_CYCLE_CHANGES."""
+    raw = detect_regimes(curve, var, window)
+    rest = detect_regimes(replace(curve, y=curve.y - level_steps(curve, levels)), var, window)
+
+    def meets(a: Transition, b: Transition) -> bool:
+        return a.start_step <= b.end_step and b.start_step <= a.end_step
+
+    def holds_cycles(r: Transition) -> bool:
+        return sum(r.start_step <= lv.step <= r.end_step for lv in levels) >= MIN_CYCLE_CHANGES
+
+    kept = [r for r in raw if any(meets(r, o) for o in rest) or holds_cycles(r)]
+    kept += [o for o in rest if not any(meets(o, r) for r in raw)]
+    # rough from the first record: how the curve is (a cycle), or the steep start of a decay;
+    # it stands for no change and only hides bumps read as level changes, so it needs some
+    return [r for r in kept if r.start_step > curve.t[0] or holds_cycles(r)]
+
+
+def level_steps(curve: Curve, levels: list[Transition]) -> np.ndarray:
+    """The level changes as a curve on the analysis scale, shape (n,): 0 before the first,
+    each a linear ramp from its start_step to its end_step by its jump."""
+    to_scale = np.log if curve.log else np.asarray
+    out = np.zeros(curve.t.size)
+    for tr in levels:
+        jump = float(to_scale(tr.level_after) - to_scale(tr.level_before))
+        span = max(float(tr.end_step - tr.start_step), 1e-12)
+        out += jump * np.clip((curve.t - tr.start_step) / span, 0.0, 1.0)
     return out
 
 

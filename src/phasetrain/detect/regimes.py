@@ -11,10 +11,10 @@ the roughness.
 A stretch is a regime at lag l when, over at least 3 windows (24 l records):
 - the roughness is >= 9 (d swings 3x more than white noise would make it);
 - the RMS swing of d is >= 5% of the curve's range (visible bumps, not texture);
-- it holds a chain of at least 4 excursions (runs of records beyond 3 noise sigmas on one
+- it holds a chain of at least 6 excursions (runs of records beyond 3 noise sigmas on one
   side of the curve's running mean over a window: bumps, dips, spikes), each within a
-  window of the previous one; a level step or a bend of the trend makes one or two. The
-  regime runs from the chain's first excursion to its last.
+  window of the previous one; a level step or a bend of the trend makes one or two, three
+  alternating steps four.
 Lags double from an eighth of the finest window (at least 1 record) to 1/24 of the curve.
 A stretch rough from the curve's first window on is returned starting at the first record:
 that is no change (a curve that oscillates throughout, such as a cyclic schedule), and
@@ -30,7 +30,8 @@ from phasetrain.detect.transition import Transition
 
 MIN_ROUGHNESS = 9.0
 MIN_SWING_RELATIVE = 0.05
-MIN_EVENTS = 4
+MIN_EVENTS = 6  # excursions in a chain: 3 alternating steps make 4, bumps and spikes many more
+MIN_CYCLE_CHANGES = 4  # level changes alternating at a steady pace that make a slow cycle
 WINDOW_LAGS = 8  # a roughness window holds 8 lags
 MIN_WINDOWS = 3  # a regime lasts at least 3 roughness windows
 ROUGH_SIGMAS = 5.0  # a regime starts and ends where d leaves its noise by this much
@@ -168,7 +169,7 @@ def cycles(levels: list[Transition], first_step: float, last_step: float) -> lis
 
     An oscillation slower than the roughness windows can hold (fewer than about a dozen
     cycles in the curve) shows as level changes up, down, up, ... A run of at least
-    MIN_EVENTS such changes, alternating in direction, whose gaps differ by at most a factor
+    MIN_CYCLE_CHANGES such changes, alternating in direction, whose gaps differ by at most a factor
     2, is one regime from the first change's start to the last one's end; it starts at
     `first_step` (no change) when the first change is within one gap of it, and is ongoing
     when the last is within one gap of `last_step`.
@@ -183,7 +184,7 @@ def cycles(levels: list[Transition], first_step: float, last_step: float) -> lis
                 break
             j += 1
         run = levels[i:j]
-        if len(run) >= MIN_EVENTS:
+        if len(run) >= MIN_CYCLE_CHANGES:
             gap = (run[-1].step - run[0].step) / (len(run) - 1)
             start = first_step if run[0].step - first_step <= gap else run[0].start_step
             ongoing = last_step - run[-1].step <= gap
