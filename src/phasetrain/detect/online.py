@@ -197,7 +197,9 @@ class OnlineDetector:
         """Candidates of layout j (-1: the quick layout) whose after-window closed by step `closed`
         and that no earlier check has examined."""
         geo = self._quick if j < 0 else self._layouts[j]
-        scan = scan_scale(t, smooth, var, geo, MIN_SIDE_POINTS, origin=self._origin)
+        # centres up to done[j] were examined: scan only the records the later ones' windows read
+        first = 0 if self._done[j] is None else int(np.searchsorted(t, self._done[j] - geo.reach - 2 * geo.delta))
+        scan = scan_scale(t[first:], smooth[first:], var[first:], geo, MIN_SIDE_POINTS, origin=self._origin)
         if scan is None:
             return []
         centre_steps = scan.centre_step(np.arange(scan.centre.size))
