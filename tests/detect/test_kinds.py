@@ -48,7 +48,7 @@ def test_spikes_that_keep_coming_are_a_regime_with_an_end_and_isolated_spikes_ar
     assert detect_transitions(y, t, 50, kinds=ALL) == []
 
 
-@pytest.mark.parametrize("case", ["power_law", "saturating", "cyclic", "linear"])
+@pytest.mark.parametrize("case", ["power_law", "saturating", "cyclic", "slow_cyclic", "linear"])
 def test_smooth_trends_and_oscillation_from_the_start_have_no_slope_or_regime(case):
     rng = np.random.default_rng(4)
     t = np.arange(1, 5001)
@@ -56,10 +56,13 @@ def test_smooth_trends_and_oscillation_from_the_start_have_no_slope_or_regime(ca
         "power_law": lambda: power_law_loss(t, rng),
         "saturating": lambda: 0.95 - 0.85 * np.exp(-t / 600) + rng.normal(0, 0.01, t.size),
         "cyclic": lambda: 1 + 0.3 * np.sin(t / 40) + rng.normal(0, 0.02, t.size),
+        "slow_cyclic": lambda: 3 + 0.5 * np.sin(2 * np.pi * 10 * t / 5000) + rng.normal(0, 0.02, t.size),
         "linear": lambda: 3 - 0.0004 * t + rng.normal(0, 0.01, t.size),
     }[case]()
     for window in (None, 100):
         assert detect_transitions(y, t, window, kinds=ALL) == []
+    if case.endswith("cyclic"):
+        assert len(detect_transitions(y, t)) >= 4  # half-cycles read as level changes
 
 
 def test_a_level_change_is_not_also_reported_as_kinks_at_its_corners():
