@@ -25,6 +25,7 @@ __all__ = ["KINDS", "LevelDetector", "Thresholds", "detect_in_curve", "detect_tr
 KINDS = ("level", "slope", "regime")
 EARLY_SCORE_FACTOR = 2.0  # changes found only on the log-step axis clear twice min_score
 EARLY_WINDOWS = 2  # ... and lie within 2 finest windows of the curve's start
+EARLY_SPAN_WINDOWS = 16  # the log-step axis reads the first 16 finest windows of the curve
 
 
 def detect_transitions(
@@ -128,7 +129,8 @@ def early_levels(
     """Level changes near the curve's start, found on a log-step axis.
 
     On steps t the first window and a half cannot be tested (no window fits before them).
-    Read on u = log(1 + (t - t0) / spacing), early records are spread out and late ones packed,
+    Read on u = log(1 + (t - t0) / spacing) (the first 16 finest windows of the curve),
+    early records are spread out and late ones packed,
     so a change at the 5th record has windows on both sides at the finer log scales. Kept:
     changes the step axis could not test (within two finest windows of the start) and did
     not find, that are abrupt in steps too (over at most as
@@ -137,10 +139,12 @@ def early_levels(
     strong early trend can hide in their noisy slopes).
     """
     strict = replace(thresholds, min_score=EARLY_SCORE_FACTOR * thresholds.min_score)
-    t = curve.t
-    h0, _, spacing = finest_window(t, window)
+    h0, _, spacing = finest_window(curve.t, window)
+    # only the start is read: the records up to EARLY_SPAN_WINDOWS finest windows in
+    n = max(int(np.searchsorted(curve.t, curve.t[0] + EARLY_SPAN_WINDOWS * h0, side="right")), MIN_CURVE_POINTS)
+    t, y, smooth, var = curve.t[:n], curve.y[:n], smooth[:n], var[:n]
     u = np.log1p((t - t[0]) / spacing)
-    axis = Curve(t=u, y=curve.y, log=curve.log, quantum=curve.quantum)
+    axis = Curve(t=u, y=y, log=curve.log, quantum=curve.quantum)
     candidates = []
     for scan in scans(u, smooth, var, None, None):
         candidates.extend(scale_candidates(scan, value_range, strict))
