@@ -129,14 +129,18 @@ def early_levels(
     """Level changes near the curve's start, found on a log-step axis.
 
     On steps t the first window and a half cannot be tested (no window fits before them).
-    Read on u = log(1 + (t - t0) / spacing) (the first 16 finest windows of the curve),
-    early records are spread out and late ones packed,
-    so a change at the 5th record has windows on both sides at the finer log scales. Kept:
-    changes the step axis could not test (within two finest windows of the start) and did
-    not find, that are abrupt in steps too (over at most as
-    many steps as came before their midpoint: an exponential approach, abrupt on a log
-    axis, is not) and clear twice the z-score threshold (early windows are short, and a
-    strong early trend can hide in their noisy slopes).
+    Read on u = log(1 + (t - t0) / spacing) over the first 16 finest windows of the curve,
+    early records are spread out and late ones packed, so a change at the 5th record has
+    windows on both sides at the finer log scales. Kept: changes the step axis could not
+    test (within two finest windows of the start) and did not find, that are abrupt in
+    steps too (over at most as many steps as came before their midpoint: an exponential
+    approach, abrupt on a log axis, is not) and clear twice the z-score threshold (early
+    windows are short, and a strong early trend can hide in their noisy slopes).
+
+    curve, smooth, var: the prepared curve, its spike-filtered values and noise variance
+    (shape (n,)); levels: the changes found on the step axis; window: the finest window in
+    steps (None: the default); thresholds: the level thresholds; value_range: the range the
+    relative-magnitude test uses.
     """
     strict = replace(thresholds, min_score=EARLY_SCORE_FACTOR * thresholds.min_score)
     h0, _, spacing = finest_window(curve.t, window)
