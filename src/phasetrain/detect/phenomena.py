@@ -96,6 +96,7 @@ def confidence(score: float) -> float:
 
 
 def as_step(step: float) -> int | float:
+    """A step as an int when it is whole, else a float."""
     return int(step) if float(step).is_integer() else float(step)
 
 
@@ -126,7 +127,10 @@ def find_phenomena(curves: Any, window_size: float | None = None) -> list[Phenom
 
 
 def accuracy_phenomena(train: list[Transition], val: list[Transition]) -> list[Phenomenon]:
-    """Memorisation (train_acc's largest rise) and grokking or generalisation (val_acc's)."""
+    """Memorisation (train_acc's largest rise) and grokking or generalisation (val_acc's).
+
+    train, val: the transitions (all kinds) of train_acc and val_acc ([] when not recorded).
+    """
     out = []
     rises = [tr for tr in train if tr.kind == "level" and tr.direction == "up"]
     mem = max(rises, key=lambda tr: tr.magnitude, default=None)
@@ -156,7 +160,7 @@ def accuracy_phenomena(train: list[Transition], val: list[Transition]) -> list[P
 
 def loss_phenomena(loss: list[Transition]) -> list[Phenomenon]:
     """Plateau exits (one abrupt drop of train_loss) or saddle-to-saddle drops (several),
-    and a train_loss oscillation regime."""
+    and a train_loss oscillation regime. loss: the transitions (all kinds) of train_loss."""
     drops = [tr for tr in loss if tr.kind == "level" and tr.direction == "down"]
     name = "saddle_to_saddle" if len(drops) >= 2 else "plateau_exit"
     out = [
@@ -169,6 +173,7 @@ def loss_phenomena(loss: list[Transition]) -> list[Phenomenon]:
 
 
 def regime_phenomenon(tr: Transition, name: str) -> Phenomenon:
+    """The oscillation regime `tr` (kind "regime") of the curve `name` as a phenomenon."""
     until = "to the end of the run" if tr.ongoing else f"until step {tr.end_step}"
     return Phenomenon(
         "oscillation_regime", tr.step, (name,), confidence(tr.score),
@@ -178,7 +183,8 @@ def regime_phenomenon(tr: Transition, name: str) -> Phenomenon:
 
 def stability_phenomena(data: dict[str, tuple[np.ndarray, np.ndarray]], sharp: list[Transition]) -> list[Phenomenon]:
     """Edge-of-stability arrival (hessian_eos_ratio reaching 1, else hessian_eig_1 levelling
-    off or starting to oscillate) and a hessian_eig_1 oscillation regime."""
+    off or starting to oscillate) and a hessian_eig_1 oscillation regime. data: the curves
+    (see `read_curves`); sharp: the transitions (all kinds) of hessian_eig_1."""
     out = []
     if "hessian_eos_ratio" in data:
         t, ratio = data["hessian_eos_ratio"]
@@ -207,7 +213,8 @@ def stability_phenomena(data: dict[str, tuple[np.ndarray, np.ndarray]], sharp: l
 def spike_phenomena(data: dict[str, tuple[np.ndarray, np.ndarray]], loss: list[Transition]) -> list[Phenomenon]:
     """The largest early train_loss spike (at least SPIKE_FACTOR x its running median), as a
     catapult when hessian_eig_1 falls by CATAPULT_DROP or more across it. None inside a
-    train_loss regime (those spikes are the regime)."""
+    train_loss regime (those spikes are the regime). data: the curves (see `read_curves`);
+    loss: the transitions (all kinds) of train_loss."""
     t, y = data["train_loss"]
     early = t <= t[0] + EARLY_FRACTION * (t[-1] - t[0])
     if np.count_nonzero(early) < SPIKE_BASELINE + 2 or y.min() <= 0:

@@ -45,7 +45,12 @@ def rolling_mean(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def lag_stretches(y: np.ndarray, var: np.ndarray, lag: int, value_range: float) -> list[tuple[int, int, float, bool]]:
-    """(first record, last record, roughness, ongoing) of each regime seen at `lag` records."""
+    """(first record, last record, roughness, ongoing) of each regime seen at `lag` records.
+
+    y: values on the analysis scale, shape (n,); var: noise variance per record, shape (n,);
+    lag: records between the points of the third difference; value_range: the range the
+    swing test is relative to.
+    """
     n = y.size
     size = WINDOW_LAGS * lag
     if n < 3 * lag + MIN_WINDOWS * size:

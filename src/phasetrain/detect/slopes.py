@@ -106,7 +106,11 @@ def detect_slopes(
 def scale_kinks(
     curve: Curve, smooth: np.ndarray, var: np.ndarray, delta: float, side: int, value_range: float
 ) -> list[tuple[float, Transition]]:
-    """(boundary step, transition) of the strongest boundary of each run that passes every test."""
+    """(boundary step, transition) of the strongest boundary of each run that passes every test.
+
+    curve, smooth, var: as for `detect_slopes`; delta: bin width in steps; side: bins per
+    window (a window is side * delta steps); value_range: the range of the filtered curve.
+    """
     t = curve.t
     t0 = float(t[0])
     fits = window_fits(t, smooth, var, delta, side, t0)
