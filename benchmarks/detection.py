@@ -14,8 +14,19 @@ differences / 0.6745 / sqrt 2). ruptures runs only on curves up to --ruptures-ma
 A detection matches a true transition (one-to-one, nearest first) when it lies within the
 tolerance max(transition width (10%..90%), 1% of the run, 2 recording intervals) of its centre.
 
-Run: python benchmarks/detection.py [--small] [--curves N] [--seed S]
-Writes a table to stdout and benchmarks/results/detection.json.
+Phenomenon families (`family_suite`, --family-curves per family) score the new kinds:
+kinks (a trend that bends: piecewise-linear trends and progressive sharpening levelling off;
+tolerance 5% of the run), oscillating regimes (edge-of-stability bumps and loss-spike trains
+after a quiet start: one true event, the regime's start, tolerance 5% of the run), changes
+near the start (a jump at the 5th-20th record), short white-noise mean shifts (a segment of
+100-500 points shifted by 1-3 sigma and back: two changes) and cyclic series without changes
+(sinusoids and triangle waves: no true event). phasetrain runs with levels only and with all
+kinds (level, slope, regime); ruptures as above (PELT also with its continuous piecewise-linear
+cost "clinear" on kinks).
+
+Run: python benchmarks/detection.py [--small] [--curves N] [--family-curves N] [--seed S]
+Writes a table to stdout and benchmarks/results/detection.json; `--tables JSON` prints the
+markdown tables of a results file (as in docs/detection.md).
 """
 from __future__ import annotations
 
@@ -25,17 +36,20 @@ import math
 import os
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from phasetrain.detect import OnlineDetector, detect_transitions  # noqa: E402
-from phasetrain.detect.prepare import reads_as_log  # noqa: E402
+from phasetrain.detect import OnlineDetector, detect_transitions
+from phasetrain.detect.prepare import reads_as_log
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detection.json"
+ALL_KINDS = ("level", "slope", "regime")
 
 
 @dataclass
@@ -48,6 +62,7 @@ class SyntheticCurve:
     centres: list[float]
     widths: list[float]
     spacing: float = field(default=1.0)
+    tolerance_fraction: float | None = None  # families scored within a fixed fraction of the run
 
 
 def _sigmoid(t: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -148,6 +163,8 @@ def make_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
 
 def tolerance(curve: SyntheticCurve, width: float) -> float:
     span = float(curve.steps[-1] - curve.steps[0])
+    if curve.tolerance_fraction is not None:
+        return curve.tolerance_fraction * span
     return max(width, 0.01 * span, 2 * curve.spacing)
 
 
@@ -174,7 +191,7 @@ def _log_if_loss(curve: SyntheticCurve) -> tuple[np.ndarray, np.ndarray]:
     return t, (np.log(y) if reads_as_log(y) else y)
 
 
-def ruptures_detector(name: str):
+def ruptures_detector(name: str, model: str = "l2"):
     """A ruptures search method with the BIC penalty, returning change steps."""
     import ruptures as rpt
 
@@ -184,20 +201,20 @@ def ruptures_detector(name: str):
         pen = 2 * max(sigma, 1e-12) ** 2 * math.log(y.size)
         signal = y.reshape(-1, 1)
         if name == "pelt":
-            algo = rpt.Pelt(model="l2", min_size=2, jump=1).fit(signal)
+            algo = rpt.Pelt(model=model, min_size=2, jump=1).fit(signal)
         elif name == "binseg":
-            algo = rpt.Binseg(model="l2", min_size=2, jump=1).fit(signal)
+            algo = rpt.Binseg(model=model, min_size=2, jump=1).fit(signal)
         else:
-            algo = rpt.Window(model="l2", width=max(10, 2 * (y.size // 100)), jump=1).fit(signal)
+            algo = rpt.Window(model=model, width=max(10, 2 * (y.size // 100)), jump=1).fit(signal)
         ends = algo.predict(pen=pen)[:-1]
         return [float(t[i]) for i in ends]
 
     return run
 
 
-def phasetrain_detector(window_size: float | None):
+def phasetrain_detector(window_size: float | None, kinds: tuple[str, ...] = ("level",)):
     def run(curve: SyntheticCurve) -> list[float]:
-        return [float(tr.step) for tr in detect_transitions(curve.values, curve.steps, window_size)]
+        return [float(tr.step) for tr in detect_transitions(curve.values, curve.steps, window_size, kinds=kinds)]
 
     return run
 
@@ -213,6 +230,7 @@ class Score:
     rel_errors: list = field(default_factory=list)
     seconds: float = 0.0
     curves: int = 0
+    unmatched: int = 0
 
     def add(self, curve: SyntheticCurve, found: list[float], seconds: float) -> None:
         tp, errors = match(curve, found)
@@ -224,6 +242,9 @@ class Score:
         self.rel_errors += [e / span for e in errors]
         self.seconds += seconds
         self.curves += 1
+        self.unmatched += sum(
+            all(abs(f - c) > tolerance(curve, w) for c, w in zip(curve.centres, curve.widths)) for f in found
+        )
         if not curve.centres:
             self.free_curves += 1
             self.fp_free += len(found)
@@ -239,10 +260,146 @@ class Score:
             "recall": round(recall, 4),
             "f1": round(f1, 4),
             "false_positives_per_free_curve": round(self.fp_free / max(self.free_curves, 1), 4),
+            "false_alarms_per_curve": round(self.unmatched / max(self.curves, 1), 4),
             "median_error_steps": round(float(np.median(self.errors)), 2) if self.errors else None,
             "median_error_fraction_of_run": round(float(np.median(self.rel_errors)), 5) if self.errors else None,
             "mean_seconds_per_curve": round(self.seconds / max(self.curves, 1), 5),
         }
+
+
+def kink_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
+    """A trend that bends: 1-2 kinks of a piecewise-linear trend, or progressive sharpening
+    (a convex rise) levelling off at 2/lr. White noise; the bend moves the curve by at least
+    20% of its range over a tenth of the run."""
+    t = np.arange(1, n + 1, dtype=np.int64) * int(rng.choice([1, 10]))
+    tf = t.astype(np.float64)
+    span = tf[-1] - tf[0]
+    u = (tf - tf[0]) / span
+    if rng.random() < 0.4:
+        at = rng.uniform(0.3, 0.7)
+        clean = 5 + 35 * np.clip(u / at, 0, 1) ** rng.uniform(1.0, 1.6)
+        kinks = [at]
+    else:
+        kinks = sorted(rng.uniform(0.2, 0.8, int(rng.integers(1, 3))))
+        if len(kinks) == 2 and kinks[1] - kinks[0] < 0.25:
+            kinks = kinks[:1]
+        slope = rng.uniform(-1, 1)
+        clean = slope * u
+        for k in kinks:
+            bend = rng.uniform(2, 6) * rng.choice([-1, 1])
+            clean = clean + bend * np.maximum(u - k, 0)
+    value_range = float(clean.max() - clean.min())
+    values = clean + rng.normal(0, value_range / rng.uniform(20, 100), n)
+    return SyntheticCurve("kink", t, values, [float(tf[0] + k * span) for k in kinks], [0.0] * len(kinks),
+                          float(t[1] - t[0]), tolerance_fraction=0.05)
+
+
+def regime_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
+    """A quiet start, then a sustained oscillation: edge-of-stability sharpness (rises, then
+    bumps of 1-3% of the run about 2/lr) or a loss whose spikes (2-5x, 1-3 records) keep
+    coming every 1-4% of the run. One true event: where the regime starts."""
+    t = np.arange(1, n + 1, dtype=np.int64)
+    tf = t.astype(np.float64)
+    start = int(n * rng.uniform(0.3, 0.6))
+    if rng.random() < 0.6:
+        clean = 5 + 35 * np.clip(tf / start, 0, 1) ** 1.3
+        at = start
+        while at < n:
+            period = int(n * rng.uniform(0.01, 0.033))
+            height = rng.uniform(0.02, 0.15) * 40 * rng.choice([-1, 1])
+            seg = np.arange(period)
+            clean[at : at + period] += (height * np.sin(np.pi * seg / period))[: max(0, n - at)]
+            at += period
+        values = clean * (1 + rng.normal(0, 0.002, n))
+    else:
+        values = 2.5 * (tf / 10 + 1) ** -0.5 * np.exp(rng.normal(0, 0.03, n))
+        at = start
+        while at < n:
+            width = int(rng.integers(1, 4))
+            values[at : at + width] *= rng.uniform(2, 5)
+            at += max(4, int(n * rng.uniform(0.01, 0.04)))
+    return SyntheticCurve("regime", t, values, [float(start + 1)], [0.0], 1.0, tolerance_fraction=0.05)
+
+
+def early_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
+    """A change at the 5th-20th record (a jump or a sigmoid of up to half that many records) of
+    an accuracy, a power-law loss or a flat metric; nothing else."""
+    every = int(rng.choice([1, 5, 10]))
+    t = np.arange(1, n + 1, dtype=np.int64) * every
+    tf = t.astype(np.float64)
+    record = int(rng.integers(5, 21))
+    centre = float(tf[record]) - every / 2
+    width = float(rng.uniform(0, record / 2)) * every
+    rise = _sigmoid(tf, centre, max(width, 1e-9))
+    kind = str(rng.choice(["accuracy", "loss", "generic"]))
+    if kind == "accuracy":
+        values = np.clip(0.1 + rng.uniform(0.3, 0.8) * rise + rng.normal(0, 0.02, n), 0, 1)
+    elif kind == "loss":
+        values = 2.5 * (tf / every / 10 + 1) ** -0.5 * np.exp(-rng.uniform(0.5, 2) * rise + rng.normal(0, 0.03, n))
+    else:
+        values = rng.uniform(-1, 1) + rng.uniform(0.5, 2) * rng.choice([-1, 1]) * rise + rng.normal(0, 0.05, n)
+    return SyntheticCurve("early", t, values, [centre], [width], float(every))
+
+
+def shift_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
+    """White noise (sigma 1) whose mean moves by 1-3 sigma for 100-500 points and back, once
+    or twice: two changes per segment."""
+    t = np.arange(1, n + 1, dtype=np.int64)
+    values = rng.normal(0, 1, n)
+    centres: list[float] = []
+    segments = int(rng.integers(1, 3))
+    for i in range(segments):
+        length = int(rng.integers(100, 501))
+        lo = int(rng.uniform(0.1 + 0.45 * i, 0.45 + 0.45 * i - length / n) * n)
+        values[lo : lo + length] += rng.uniform(1, 3) * rng.choice([-1, 1])
+        centres += [float(lo + 1) - 0.5, float(lo + length + 1) - 0.5]
+    return SyntheticCurve("shift", t, values, centres, [1.0] * len(centres), 1.0)
+
+
+def cyclic_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
+    """A sinusoid or a triangle wave (a cyclic schedule) of 5-50 cycles from the first record to
+    the last, around a flat or linear trend, in white noise: no change."""
+    t = np.arange(1, n + 1, dtype=np.int64)
+    phase = 2 * np.pi * rng.uniform(5, 50) * t / n + rng.uniform(0, 2 * np.pi)
+    wave = np.sin(phase) if rng.random() < 0.5 else 2 / np.pi * np.arcsin(np.sin(phase))
+    trend = rng.uniform(-1, 1) * t / n if rng.random() < 0.5 else 0.0
+    values = 3 + trend + rng.uniform(0.2, 1) * wave + rng.normal(0, rng.uniform(0.02, 0.1), n)
+    return SyntheticCurve("cyclic", t, values, [], [], 1.0)
+
+
+FAMILIES = {
+    "kinks": (kink_curve, [500, 2000, 5000]),
+    "oscillating regimes": (regime_curve, [1500, 3000, 6000]),
+    "changes near the start": (early_curve, [100, 330, 1000, 3000]),
+    "short mean shifts": (shift_curve, [2000, 5000]),
+    "cyclic, no change": (cyclic_curve, [1000, 2000, 5000]),
+}
+
+
+def family_suite(args: argparse.Namespace) -> dict:
+    """Each phenomenon family scored for every detector (see the module docstring)."""
+    detectors = {
+        "phasetrain levels (None)": (phasetrain_detector(None), math.inf),
+        "phasetrain all kinds (None)": (phasetrain_detector(None, ALL_KINDS), math.inf),
+        "ruptures PELT (BIC)": (ruptures_detector("pelt"), args.pelt_max),
+        "ruptures Binseg (BIC)": (ruptures_detector("binseg"), args.ruptures_max),
+        "ruptures Window (BIC)": (ruptures_detector("window"), args.ruptures_max),
+        "ruptures PELT clinear (BIC)": (ruptures_detector("pelt", "clinear"), args.pelt_max),
+    }
+    out = {}
+    for f, (family, (make, lengths)) in enumerate(FAMILIES.items()):
+        rng = np.random.default_rng(args.seed + 100 + f)
+        scores = {name: Score() for name in detectors}
+        for i in range(args.family_curves):
+            curve = make(rng, int(lengths[i % len(lengths)]))
+            for name, (run, limit) in detectors.items():
+                if curve.steps.size > limit or ("clinear" in name and family != "kinks"):
+                    continue
+                start = time.perf_counter()
+                found = run(curve)
+                scores[name].add(curve, found, time.perf_counter() - start)
+        out[family] = {name: score.summary() for name, score in scores.items() if score.curves}
+    return out
 
 
 def accuracy_suite(args: argparse.Namespace) -> dict:
@@ -252,6 +409,7 @@ def accuracy_suite(args: argparse.Namespace) -> dict:
         "phasetrain (window=None)": (phasetrain_detector(None), math.inf),
         "phasetrain (window=50)": (phasetrain_detector(50), math.inf),
         "phasetrain (window=100)": (phasetrain_detector(100), math.inf),
+        "phasetrain all kinds (None)": (phasetrain_detector(None, ALL_KINDS), math.inf),
         "ruptures PELT (BIC)": (ruptures_detector("pelt"), args.pelt_max),
         "ruptures Binseg (BIC)": (ruptures_detector("binseg"), args.ruptures_max),
         "ruptures Window (BIC)": (ruptures_detector("window"), args.ruptures_max),
@@ -277,21 +435,38 @@ def accuracy_suite(args: argparse.Namespace) -> dict:
     }
 
 
+def timed(run, repeats: int) -> tuple[float, float]:
+    """(median seconds over `repeats` untraced runs, peak traced memory MiB of one more run):
+    tracing every allocation slows small numpy calls, so time and memory are measured apart."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    tracemalloc.start()
+    run()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return float(np.median(times)), peak / 2**20
+
+
 def runtime_suite(args: argparse.Namespace) -> list[dict]:
     rng = np.random.default_rng(args.seed + 1)
-    lengths = [1_000, 10_000, 100_000] + ([] if args.small else [1_000_000])
+    lengths = [1_000, 10_000, 100_000] + ([] if args.small else [1_000_000, 10_000_000])
     rows = []
     for n in lengths:
         t = np.arange(1, n + 1)
         y = 2.5 * (t / 10 + 1) ** -0.5 * np.where(t > n // 2, 0.5, 1.0) * np.exp(rng.normal(0, 0.05, n))
         row = {"points": n}
-        for label, window in [("window=None", None), ("window=100", 100)]:
-            times = []
-            for _ in range(3):
-                start = time.perf_counter()
-                detect_transitions(y, t, window)
-                times.append(time.perf_counter() - start)
-            row[f"phasetrain {label} s"] = round(min(times), 4)
+        repeats = 1 if n >= 10_000_000 else 3
+        windows = [("window=None", None), ("window=100", 100)] + ([("window=8", 8)] if n >= 1_000_000 else [])
+        for label, window in windows:
+            seconds, mib = timed(partial(detect_transitions, y, t, window), repeats)
+            row[f"phasetrain {label} s"] = round(seconds, 4)
+            row[f"phasetrain {label} peak MiB"] = round(mib, 1)
+        seconds, mib = timed(partial(detect_transitions, y, t, None, kinds=ALL_KINDS), repeats)
+        row["phasetrain all kinds s"] = round(seconds, 4)
+        row["phasetrain all kinds peak MiB"] = round(mib, 1)
         if n <= args.pelt_max:
             start = time.perf_counter()
             ruptures_detector("pelt")(SyntheticCurve("loss", t, y, [], []))
@@ -302,6 +477,7 @@ def runtime_suite(args: argparse.Namespace) -> list[dict]:
                 ruptures_detector(name)(SyntheticCurve("loss", t, y, [], []))
                 row[f"ruptures {name} s"] = round(time.perf_counter() - start, 4)
         rows.append(row)
+        print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return rows
 
 
@@ -329,14 +505,47 @@ def online_suite(args: argparse.Namespace) -> dict:
 
 def print_table(title: str, rows: dict) -> None:
     print(f"\n{title}")
-    head = f"{'detector':28s} {'curves':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'FP/free':>8s} {'err(steps)':>10s} {'err(run)':>9s} {'s/curve':>8s}"
+    head = (f"{'detector':28s} {'curves':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'FP/free':>8s} {'FA/curve':>8s} "
+            f"{'err(steps)':>10s} {'err(run)':>9s} {'s/curve':>8s}")
     print(head)
     for name, s in rows.items():
         print(
             f"{name:28s} {s['curves']:6d} {s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f} "
-            f"{s['false_positives_per_free_curve']:8.3f} {str(s['median_error_steps']):>10s} "
-            f"{str(s['median_error_fraction_of_run']):>9s} {s['mean_seconds_per_curve']:8.4f}"
+            f"{s['false_positives_per_free_curve']:8.3f} {s['false_alarms_per_curve']:8.3f} {s['median_error_steps']!s:>10s} "
+            f"{s['median_error_fraction_of_run']!s:>9s} {s['mean_seconds_per_curve']:8.4f}"
         )
+
+
+def markdown_tables(result: dict) -> str:
+    """The results of a run (the JSON document) as markdown tables, for docs/detection.md."""
+    lines = []
+
+    def table(title: str, rows: dict) -> None:
+        lines.extend([f"**{title}**", "", "| detector | curves | P | R | F1 | false alarms / curve | s / curve |",
+                      "|---|---:|---:|---:|---:|---:|---:|"])
+        for name, r in rows.items():
+            lines.append(f"| {name} | {r['curves']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} "
+                         f"| {r['false_alarms_per_curve']:.3f} | {r['mean_seconds_per_curve']:.4f} |")
+        lines.append("")
+
+    for title, rows in result["accuracy"].items():
+        if isinstance(rows, dict):
+            table(f"Today's families: {title.replace('_', ' ')}", rows)
+    for title, rows in result["families"].items():
+        table(f"Family: {title}", rows)
+    lines.extend(["**Runtime** (median of 3, 1 at 10^7 points; peak traced memory)", "",
+                  "| points | window=None s | MiB | window=100 s | MiB | window=8 s | MiB | all kinds s | MiB |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"])
+    for row in result["runtime"]:
+        cells = [f"{row['points']:,}"]
+        for label in ("window=None", "window=100", "window=8", "all kinds"):
+            key = f"phasetrain {label}"
+            cells += [str(row.get(f"{key} s", "")), str(row.get(f"{key} peak MiB", ""))]
+        lines.append("| " + " | ".join(cells) + " |")
+    online = result["online"]
+    lines.extend(["", (f"Online: {online['microseconds_per_update']} us per update over {online['records']:,} records "
+                       f"(window {online['window_size']}), {online['records_kept']:,} records kept.")])
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -344,20 +553,28 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="fewer, shorter curves (for CI)")
     parser.add_argument("--curves", type=int, default=None, help="number of curves (default 400, 60 with --small)")
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--family-curves", type=int, default=None, help="curves per family (default 60, 12 with --small)")
     parser.add_argument("--ruptures-max", type=int, default=5000, help="longest curve given to Binseg and Window")
     parser.add_argument("--pelt-max", type=int, default=1000, help="longest curve given to PELT")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--tables", type=Path, metavar="JSON", help="print the markdown tables of a results file and exit")
     args = parser.parse_args()
+    if args.tables:
+        print(markdown_tables(json.loads(args.tables.read_text())))
+        return
     if args.curves is None:
         args.curves = 60 if args.small else 400
+    if args.family_curves is None:
+        args.family_curves = 12 if args.small else 60
     accuracy = accuracy_suite(args)
     for title, rows in accuracy.items():
         if isinstance(rows, dict):
             print_table(title.replace("_", " "), rows)
+    families = family_suite(args)
+    for title, rows in families.items():
+        print_table(f"family: {title}", rows)
+    print("\nruntime (s, median of 3 (1 at 10^7) for phasetrain; peak traced MiB; power-law loss with one drop)")
     runtime = runtime_suite(args)
-    print("\nruntime (s, best of 3 for phasetrain; power-law loss with one drop)")
-    for row in runtime:
-        print("  ".join(f"{k}={v}" for k, v in row.items()))
     online = online_suite(args)
     print(
         f"\nonline: {online['microseconds_per_update']} us per update over {online['records']} records "
@@ -370,6 +587,7 @@ def main() -> None:
         "threads": os.environ.get("OMP_NUM_THREADS"),
         "tolerance": "max(transition width 10-90%, 1% of the run, 2 recording intervals)",
         "accuracy": accuracy,
+        "families": families,
         "runtime": runtime,
         "online": online,
     }

@@ -21,7 +21,7 @@ import numpy as np
 
 from phasetrain.compare import compare_runs, plot_comparison
 from phasetrain.detect import detect_in_history
-from phasetrain.detect.offline import DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS
+from phasetrain.detect.candidates import DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS
 from phasetrain.report import format_step, plot_run, run_folder, transition_metrics, write_html_report
 from phasetrain.run.history import MetricHistory
 from phasetrain.run.sources import FORMATS, load_run

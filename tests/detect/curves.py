@@ -21,3 +21,28 @@ def grokking_val_acc(seed: int = 0, n: int = 4000) -> tuple[np.ndarray, np.ndarr
 def power_law_loss(t: np.ndarray, rng: np.random.Generator, noise: float = 0.05) -> np.ndarray:
     """A train_loss ~ (t/10 + 1)^-0.5 with multiplicative noise (shrinks with the loss)."""
     return 2.5 * (t / 10 + 1) ** -0.5 * np.exp(rng.normal(0, noise, t.size))
+
+
+def eos_sharpness(seed: int = 0, n: int = 3000, arrival: int = 1200, oscillate: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """hessian_eig_1 of a full-batch run at the edge of stability (lr = 0.05, 2/lr = 40).
+
+    Progressive sharpening: a slightly convex rise from 5 to 40 that arrives at 2/lr at step
+    `arrival`; then (oscillate=True) sharpness hovers at 2/lr in bumps of 30..100 steps
+    reaching 2..15% above and below it, as it does at the edge of stability; else it stays flat.
+    Noise: 0.2% of the level per record.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, n + 1)
+    u = np.clip(t / arrival, 0, 1)
+    clean = 5.0 + 35.0 * u ** 1.3
+    if oscillate:
+        wave = np.zeros(n)
+        at = arrival
+        while at < n:
+            period = int(rng.integers(30, 101))
+            height = rng.uniform(0.02, 0.15) * 40.0 * rng.choice([-1, 1])
+            seg = np.arange(period)
+            wave[at : at + period] = (height * np.sin(np.pi * seg / period))[: max(0, n - at)]
+            at += period
+        clean = clean + wave
+    return t, clean * (1 + rng.normal(0, 0.002, n))

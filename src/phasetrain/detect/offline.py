@@ -1,60 +1,31 @@
 """Offline detection of abrupt level changes in a whole training curve."""
 from __future__ import annotations
 
-import bisect
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
-from phasetrain.detect.prepare import Curve, check_window_size, prepare_curve
-from phasetrain.detect.robust import median7, noise_floor, noise_variance
-from phasetrain.detect.scan import Geometry, ScaleScan, geometry, scan_scale
+from phasetrain.detect.candidates import (
+    DEFAULT_THRESHOLDS,
+    MIN_CURVE_POINTS,
+    Thresholds,
+    finest_window,
+    scale_candidates,
+    scans,
+    select,
+)
+from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve
+from phasetrain.detect.regimes import MIN_CYCLE_CHANGES, cycles, detect_regimes
+from phasetrain.detect.robust import median7, noise_floor, noise_variance, range_floor
+from phasetrain.detect.slopes import detect_slopes
 from phasetrain.detect.transition import Transition
 
-MIN_SIDE_POINTS = 3  # points a side window needs for a line fit with a usable residual
-MIN_CURVE_POINTS = 2 * MIN_SIDE_POINTS + 2  # shorter curves hold no testable change: []
-DEFAULT_WINDOW_FRACTION = 1 / 100  # window_size=None: 1% of the curve's span ...
-DEFAULT_WINDOW_POINTS = 8  # ... but at least 8 recording intervals
-MIN_QUANTA = 5  # a change of quantised values (accuracy on n examples) must span 5 grid steps
-MAX_WINDOW_SPANS = 8  # a window_size above 1/8 of the span is reduced to it (else nothing fits)
+__all__ = ["KINDS", "LevelDetector", "Thresholds", "detect_in_curve", "detect_transitions"]
 
-
-@dataclass(frozen=True)
-class Thresholds:
-    """What a level change must clear to count as a transition (all must hold).
-
-    min_score: jump / standard error (z-score against the local noise).
-    min_relative_magnitude: jump / the curve's range (of the spike-filtered curve).
-    min_abruptness: jump / how far the steeper side's trend moves over two windows.
-    min_effect: jump / the scatter of the points about the side fits.
-    """
-
-    min_score: float = 8.0
-    min_relative_magnitude: float = 0.05
-    min_abruptness: float = 1.0
-    min_effect: float = 2.0
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-                raise ValueError(f"Thresholds.{name} must be a finite number >= 0, got {value!r}")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A centre bin of one scale whose jump clears every threshold."""
-
-    scan: ScaleScan
-    index: int
-    score: float
-
-    @property
-    def step(self) -> float:
-        return float(self.scan.centre_step(self.index))
-
-    @property
-    def reach(self) -> float:
-        return self.scan.geometry.reach
+KINDS = ("level", "slope", "regime")
+EARLY_SCORE_FACTOR = 2.0  # changes found only on the log-step axis clear twice min_score
+EARLY_WINDOWS = 2  # ... and lie within 2 finest windows of the curve's start
+EARLY_SPAN_WINDOWS = 16  # the log-step axis reads the first 16 finest windows of the curve
 
 
 def detect_transitions(
@@ -64,7 +35,8 @@ def detect_transitions(
     *,
     scale: str = "auto",
     max_window: float | None = None,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    kinds: tuple[str, ...] | list[str] = ("level",),
 ) -> list[Transition]:
     """Find the abrupt changes of a 1-D training curve, sorted by step.
 
@@ -81,18 +53,37 @@ def detect_transitions(
     removed before fitting. scale: "log" analyses log(values) (losses spanning
     decades), "auto" picks log for positive curves whose values span a factor >= 10, except
     rising curves bounded by 1 (accuracies).
+    thresholds: apply to level changes. kinds: which kinds to report, any of "level",
+    "slope" (kinks, see `slopes`) and "regime" (sustained oscillations, see `regimes`);
+    with "regime", the level and slope changes inside a regime (its bumps) are part of it
+    and not reported, and kinks at the corners of a level change are never reported.
     Curves with fewer than 8 finite points return [].
     """
     window = check_window_size(window_size)
     max_window = check_window_size(max_window, "max_window")
     if not isinstance(thresholds, Thresholds):
         raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+    kinds = check_kinds(kinds)
     curve = prepare_curve(values, steps, scale)
-    return detect_in_curve(curve, window, max_window, thresholds)
+    return detect_in_curve(curve, window, max_window, thresholds, kinds)
+
+
+def check_kinds(kinds: object) -> tuple[str, ...]:
+    """`kinds` as a tuple of known kinds (at least one); raise otherwise."""
+    if isinstance(kinds, str) or not isinstance(kinds, (tuple, list)) or not kinds:
+        raise TypeError(f"kinds must be a non-empty tuple or list of {KINDS}, got {kinds!r}")
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown kinds {unknown!r}; known kinds: {KINDS}")
+    return tuple(kinds)
 
 
 def detect_in_curve(
-    curve: Curve, window: float | None, max_window: float | None, thresholds: Thresholds
+    curve: Curve,
+    window: float | None,
+    max_window: float | None,
+    thresholds: Thresholds,
+    kinds: tuple[str, ...] = ("level",),
 ) -> list[Transition]:
     """`detect_transitions` on a prepared curve."""
     t, y = curve.t, curve.y
@@ -103,205 +94,147 @@ def detect_in_curve(
     if not value_range > 0:
         return []
     var = np.maximum(noise_variance(t, y), noise_floor(y, curve.log, curve.quantum, value_range))
+    value_range = max(value_range, range_floor(float(y.min()), float(y.max()), curve.log, curve.quantum))
     candidates = []
     for scan in scans(t, smooth, var, window, max_window):
         candidates.extend(scale_candidates(scan, value_range, thresholds))
-    chosen = select(curve, smooth, candidates, [])
-    return sorted((found for _, found in chosen), key=lambda tr: tr.step)
+    levels = [found for _, found in select(curve, smooth, candidates, [])]
+    early = early_levels(curve, smooth, var, levels, window, thresholds, value_range)
+    levels = sorted(levels + early, key=lambda tr: tr.step)
+    found = list(levels) if "level" in kinds else []
+    if "slope" in kinds:
+        found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
+    if "regime" in kinds:
+        regimes = explained_regimes(curve, var, window, levels)
+        steps_of = int if bool(np.all(t == np.round(t))) else float
+        regimes += cycles(levels, steps_of(t[0]), steps_of(t[-1]))
+        h0 = finest_window(t, window)[0]
+        # a regime from the first record on is how the curve is, not a change: it only holds bumps
+        inside = [(r.start_step + (h0 if r.start_step > t[0] else -h0), r.end_step) for r in regimes]
+        regimes = [r for r in regimes if not any(lo < r.step <= hi for lo, hi in inside)]  # one per regime
+        found = [tr for tr in found if not any(lo < tr.step <= hi for lo, hi in inside)]
+        found += [r for r in regimes if r.start_step > t[0]]
+    return sorted(found, key=lambda tr: tr.step)
 
 
-def select(
-    curve: Curve, smooth: np.ndarray, candidates: list[Candidate], prior: list[tuple[float, float]]
-) -> list[tuple[Candidate, Transition]]:
-    """Turn candidates (finest scale first, strongest first within a scale) into transitions.
-
-    A candidate whose change lies within its reach of an accepted one (or of a `prior`
-    (step, reach) pair) is the same change seen again, or two merged, and is dropped; the finest scale wins, which keeps close
-    transitions apart. Each accepted one is then measured at the scale that sees all of it.
-    Sorted step lists keep this O(C log C) in the number of candidates C.
-    """
-    integer_steps = bool(np.all(curve.t == np.round(curve.t)))
-    taken: list[float] = []  # accepted here, sorted; their reach is <= any later candidate's
-    accepted: list[tuple[Candidate, Transition]] = []
-    for cand in candidates:
-        # an accepted change inside this candidate's gap is the change it sees: skip unmeasured
-        if count_within(taken, cand.step, (cand.scan.geometry.gap + 0.5) * cand.scan.geometry.delta):
-            continue
-        found = describe(curve, smooth, cand, integer_steps)
-        if found is None:
-            continue
-        # the centre of a candidate may sit anywhere in its gap; where the change is, is `found.step`
-        if any(abs(found.step - step) <= max(cand.reach, reach) for step, reach in prior):
-            continue
-        if count_within(taken, found.step, cand.reach):
-            continue
-        accepted.append((cand, found))
-        bisect.insort(taken, float(found.step))
-    others = sorted(taken + [step for step, _ in prior])
-    by_scale: dict[float, list[Candidate]] = {}
-    for cand in candidates:
-        by_scale.setdefault(cand.reach, []).append(cand)
-    scales = []
-    for reach, group in sorted(by_scale.items()):
-        group = sorted(group, key=lambda c: c.step)
-        scales.append((reach, [c.step for c in group], group))
-    return [(cand, widest(curve, smooth, cand, found, scales, others, integer_steps)) for cand, found in accepted]
-
-
-def count_within(sorted_steps: list[float], step: float, reach: float) -> int:
-    """How many of `sorted_steps` lie within `reach` of `step` (inclusive)."""
-    return bisect.bisect_right(sorted_steps, step + reach) - bisect.bisect_left(sorted_steps, step - reach)
-
-
-def widest(
+def early_levels(
     curve: Curve,
     smooth: np.ndarray,
-    cand: Candidate,
-    found: Transition,
-    scales: list[tuple[float, list[float], list[Candidate]]],
-    others: list[float],
-    integer_steps: bool,
-) -> Transition:
-    """Re-measure a transition at the scale that sees all of it.
+    var: np.ndarray,
+    levels: list[Transition],
+    window: float | None,
+    thresholds: Thresholds,
+    value_range: float,
+) -> list[Transition]:
+    """Level changes near the curve's start, found on a log-step axis.
 
-    The finest scale that detects a change separates neighbouring transitions best, but a
-    change wider than its gap is seen only in part. Among the coarser candidates (`scales`:
-    (reach, their steps, candidates sorted by step), finest first) at the same place whose windows hold
-    no other transition (`others`: sorted accepted steps), take the finest one whose jump is
-    within 10% of the largest.
+    On steps t the first window and a half cannot be tested (no window fits before them).
+    Read on u = log(1 + (t - t0) / spacing) over the first 16 finest windows of the curve,
+    early records are spread out and late ones packed, so a change at the 5th record has
+    windows on both sides at the finer log scales. Kept: changes the step axis could not
+    test (within two finest windows of the start) and did not find, that are abrupt in
+    steps too (over at most as many steps as came before their midpoint: an exponential
+    approach, abrupt on a log axis, is not) and clear twice the z-score threshold (early
+    windows are short, and a strong early trend can hide in their noisy slopes).
+
+    curve, smooth, var: the prepared curve, its spike-filtered values and noise variance
+    (shape (n,)); levels: the changes found on the step axis; window: the finest window in
+    steps (None: the default); thresholds: the level thresholds; value_range: the range the
+    relative-magnitude test uses.
     """
-    pool = []
-    for reach, steps, group in scales:
-        if reach <= cand.reach:
-            continue
-        lo = bisect.bisect_left(steps, cand.step - cand.reach)
-        hi = bisect.bisect_right(steps, cand.step + cand.reach)
-        pool += [c for c in group[lo:hi] if count_within(others, c.step, c.reach) <= 1]
-    if not pool:
-        return found
-    largest = max(abs(c.scan.jump[c.index]) for c in pool)
-    if largest <= 1.1 * abs(cand.scan.jump[cand.index]):
-        return found
-    for c in pool:  # finest first
-        if abs(c.scan.jump[c.index]) >= 0.9 * largest:
-            wider = describe(curve, smooth, c, integer_steps)
-            if wider is not None and wider.direction == found.direction:
-                return wider
-    return found
-
-
-def geometries(window: float, spacing: float, span: float, n: int, max_window: float) -> list[Geometry]:
-    """Scale layouts for windows h0, 2 h0, 4 h0, ... <= max(max_window, h0), finest first.
-
-    h0 = window, at least MIN_SIDE_POINTS recording intervals. `span` and `n` (steps and
-    points of the curve) only bound the number of bins.
-    """
-    h = max(window, MIN_SIDE_POINTS * spacing)
-    layouts: list[Geometry] = []
-    while not layouts or h <= max_window:
-        geo = geometry(h, spacing, span, n, MIN_SIDE_POINTS)
-        if not layouts or geo != layouts[-1]:
-            layouts.append(geo)
-        h *= 2
-    return layouts
-
-
-def scans(t: np.ndarray, y: np.ndarray, var: np.ndarray, window: float | None, max_window: float | None):
-    """Scans at every scale whose windows fit the curve (see `geometries`)."""
-    span = float(t[-1] - t[0])
-    spacing = float(np.median(np.diff(t)))
-    if window is None:
-        window = max(span * DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS * spacing)
-    window = min(window, span / MAX_WINDOW_SPANS)
-    for geo in geometries(window, spacing, span, t.size, span if max_window is None else max_window):
-        scan = scan_scale(t, y, var, geo, MIN_SIDE_POINTS)
-        if scan is None:
-            return
-        yield scan
-
-
-def scale_candidates(
-    scan: ScaleScan, value_range: float, th: Thresholds, eligible: np.ndarray | None = None
-) -> list[Candidate]:
-    """The strongest centre of each run of centres that clear all thresholds (and are
-    `eligible`, a mask over the centres, when given), strongest first."""
-    jump = np.abs(scan.jump)
-    score = jump / np.maximum(scan.se, 1e-12 * value_range)
-    ok = (
-        scan.valid
-        & (score >= th.min_score)
-        & (jump >= th.min_relative_magnitude * value_range)
-        & (jump >= th.min_abruptness * scan.trend)
-        & (jump >= th.min_effect * scan.scatter)
-    )
-    if eligible is not None:
-        ok &= eligible
-    idx = np.flatnonzero(ok)
-    if idx.size == 0:
-        return []
-    # Within a run, centres whose windows are clean fit their lines to the noise level; a
-    # window that reaches into the next change fits badly (and may even show a larger jump).
-    # So the run's centre is the one with the best score discounted by the misfit.
-    fit_score = score / np.maximum(1.0, scan.scatter / np.maximum(scan.noise, 1e-300))
-    run_starts = np.flatnonzero(np.diff(idx, prepend=-2) > 1)
-    best = np.maximum.reduceat(fit_score[idx], run_starts)
-    picks = []
-    for start, stop, top in zip(run_starts, np.append(run_starts[1:], idx.size), best):
-        run = idx[start:stop]
-        at = int(run[np.argmax(fit_score[run] >= top)])
-        picks.append(Candidate(scan, at, float(score[at])))
-    return sorted(picks, key=lambda c: -c.score)
-
-
-def describe(curve: Curve, smooth: np.ndarray, cand: Candidate, integer_steps: bool) -> Transition | None:
-    """Locate the change around a candidate and measure it; None if it does not persist.
-
-    Against the two fitted lines L (before) and R (after), each point's progress is
-    f = (y - L) / (R - L). The change must persist: the median progress is near 0 over the
-    left window and near 1 over the right one (a spike inside a window fails this).
-    """
-    scan, i = cand.scan, cand.index
-    geo = scan.geometry
-    t = curve.t
-    lo, hi = np.searchsorted(t, [cand.step - geo.reach, cand.step + geo.reach], side="left")
-    hi = max(hi, lo + 1)
-    tt, yy = t[lo:hi], smooth[lo:hi]
-    x = scan.to_x(tt) - scan.centre[i]
-    before = scan.level_left[i] + scan.slope_left[i] * x
-    after = scan.level_right[i] + scan.slope_right[i] * x
-    jump = scan.jump[i]
-    gap = after - before
-    gap = np.where((np.sign(gap) == np.sign(jump)) & (np.abs(gap) >= 0.5 * abs(jump)), gap, jump)
-    progress = (yy - before) / gap
-    left, right = x <= -(geo.gap + 0.5), x >= geo.gap + 0.5
-    if not (left.any() and right.any()):
-        return None
-    if abs(np.median(progress[left])) > 0.35 or abs(np.median(progress[right]) - 1) > 0.35:
-        return None
-    crossings = np.flatnonzero((progress[:-1] < 0.5) & (progress[1:] >= 0.5)) + 1
-    if crossings.size:
-        mid = int(crossings[np.argmin(np.abs(tt[crossings] - cand.step))])
-    else:
-        mid = int(np.argmin(np.abs(tt - cand.step)))
-    early = np.flatnonzero(progress[:mid] <= 0.1)
-    start = int(early[-1]) if early.size else 0
-    late = np.flatnonzero(progress[mid:] >= 0.9)
-    end = mid + int(late[0]) if late.size else tt.size - 1
-    level_before = curve.to_values(before[start])
-    level_after = curve.to_values(after[end])
-    magnitude = abs(level_after - level_before)
-    if magnitude < MIN_QUANTA * curve.quantum:
-        return None
-    largest = max(abs(level_before), abs(level_after))
+    strict = replace(thresholds, min_score=EARLY_SCORE_FACTOR * thresholds.min_score)
+    h0, _, spacing = finest_window(curve.t, window)
+    # only the start is read: the records up to EARLY_SPAN_WINDOWS finest windows in
+    n = max(int(np.searchsorted(curve.t, curve.t[0] + EARLY_SPAN_WINDOWS * h0, side="right")), MIN_CURVE_POINTS)
+    t, y, smooth, var = curve.t[:n], curve.y[:n], smooth[:n], var[:n]
+    u = np.log1p((t - t[0]) / spacing)
+    axis = Curve(t=u, y=y, log=curve.log, quantum=curve.quantum)
+    candidates = []
+    for scan in scans(u, smooth, var, None, None):
+        candidates.extend(scale_candidates(scan, value_range, strict))
+    integer_steps = bool(np.all(t == np.round(t)))
     as_step = int if integer_steps else float
-    return Transition(
-        step=as_step(tt[mid]),
-        start_step=as_step(tt[start]),
-        end_step=as_step(tt[end]),
-        level_before=level_before,
-        level_after=level_after,
-        magnitude=magnitude,
-        relative_magnitude=magnitude / largest if largest > 0 else 0.0,
-        direction="up" if jump > 0 else "down",
-        score=cand.score,
-    )
+    out = []
+    for _, found in select(axis, smooth, candidates, []):
+        at, lo, hi = (int(np.searchsorted(u, v)) for v in (found.step, found.start_step, found.end_step))
+        step, start, end = (float(t[min(i, t.size - 1)]) for i in (at, lo, hi))
+        if step - t[0] > EARLY_WINDOWS * h0 or end - start > step - t[0]:
+            continue
+        if any(abs(step - lv.step) <= max(end - start, h0, lv.end_step - lv.start_step) for lv in levels):
+            continue
+        out.append(replace(found, step=as_step(step), start_step=as_step(start), end_step=as_step(end)))
+    return out
+
+
+def explained_regimes(curve: Curve, var: np.ndarray, window: float | None, levels: list[Transition]) -> list[Transition]:
+    """Regimes that level changes do not explain: a staircase of a few steps is not an
+    oscillation. A regime of the curve counts when the curve less its level changes (see
+    `level_steps`) is rough there too, or when it holds at least MIN_CYCLE_CHANGES level
+    changes (bumps read as steps); a regime of the curve less its level changes counts too.
+    One that starts at the first record counts only when it holds MIN_CYCLE_CHANGES."""
+    raw = detect_regimes(curve, var, window)
+    rest = detect_regimes(replace(curve, y=curve.y - level_steps(curve, levels)), var, window)
+
+    def meets(a: Transition, b: Transition) -> bool:
+        return a.start_step <= b.end_step and b.start_step <= a.end_step
+
+    def holds_cycles(r: Transition) -> bool:
+        return sum(r.start_step <= lv.step <= r.end_step for lv in levels) >= MIN_CYCLE_CHANGES
+
+    kept = [r for r in raw if any(meets(r, o) for o in rest) or holds_cycles(r)]
+    kept += [o for o in rest if not any(meets(o, r) for r in raw)]
+    # rough from the first record: how the curve is (a cycle), or the steep start of a decay;
+    # it stands for no change and only hides bumps read as level changes, so it needs some
+    return [r for r in kept if r.start_step > curve.t[0] or holds_cycles(r)]
+
+
+def level_steps(curve: Curve, levels: list[Transition]) -> np.ndarray:
+    """The level changes as a curve on the analysis scale, shape (n,): 0 before the first,
+    each a linear ramp from its start_step to its end_step by its jump."""
+    to_scale = np.log if curve.log else np.asarray
+    out = np.zeros(curve.t.size)
+    for tr in levels:
+        jump = float(to_scale(tr.level_after) - to_scale(tr.level_before))
+        span = max(float(tr.end_step - tr.start_step), 1e-12)
+        out += jump * np.clip((curve.t - tr.start_step) / span, 0.0, 1.0)
+    return out
+
+
+def near_level(kink: Transition, levels: list[Transition]) -> bool:
+    """True when a kink lies on a level change or within its own window of one's start or end
+    (the corners of a sigmoid or a step are bends too)."""
+    reach = kink.end_step - kink.start_step
+    return any(lv.start_step - reach <= kink.step <= lv.end_step + reach for lv in levels)
+
+
+class LevelDetector:
+    """`detect_transitions` with fixed settings, as a `Detector` (see `base`).
+
+    window_size, scale, max_window, thresholds, kinds: as for `detect_transitions`.
+    """
+
+    def __init__(
+        self,
+        window_size: float | None = None,
+        *,
+        scale: str = "auto",
+        max_window: float | None = None,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        kinds: tuple[str, ...] | list[str] = ("level",),
+    ) -> None:
+        self.window_size = check_window_size(window_size)
+        self.max_window = check_window_size(max_window, "max_window")
+        self.scale = check_scale(scale)
+        if not isinstance(thresholds, Thresholds):
+            raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+        self.thresholds = thresholds
+        self.kinds = check_kinds(kinds)
+
+    def detect(self, values: object, steps: object | None = None) -> list[Transition]:
+        """The transitions of one curve (values shape (n,), steps shape (n,) or None: 1..n)."""
+        return detect_transitions(
+            values, steps, self.window_size, scale=self.scale, max_window=self.max_window,
+            thresholds=self.thresholds, kinds=self.kinds,
+        )
+
+

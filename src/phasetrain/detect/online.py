@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
-from phasetrain.detect.offline import (
+from phasetrain.detect.candidates import (
+    DEFAULT_THRESHOLDS,
+    MIN_CURVE_POINTS,
     MIN_SIDE_POINTS,
     Candidate,
     Thresholds,
@@ -15,13 +18,16 @@ from phasetrain.detect.offline import (
     select,
 )
 from phasetrain.detect.prepare import Curve, check_scale, check_window_size, reads_as_log
-from phasetrain.detect.robust import NOISE_BLOCK, median7, noise_floor, noise_variance, quantum
-from phasetrain.detect.scan import scan_scale
+from phasetrain.detect.robust import NOISE_BLOCK, median7, noise_floor, noise_variance, quantum, range_floor
+from phasetrain.detect.scan import Geometry, scan_scale
 from phasetrain.detect.transition import Transition
 
+CHECKS_PER_WINDOW = 4  # default cadence: 4 re-scans per finest window
+SHARP_BINS = 2  # the quick layout reports changes done (10% -> 90%) within 2 bins (a quarter window)
+MIN_WINDOW_RECORDS = 10  # fewer records per window: noise and bumps pass for changes (warned)
 WARMUP = 32  # records that fix the recording interval (and the scale, for scale="auto")
 MARGIN = 2 * NOISE_BLOCK + 8  # extra records kept so that filters and noise blocks match offline
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: `done` has one more entry (the quick layout); 1 still loads
 
 
 class OnlineDetector:
@@ -29,16 +35,24 @@ class OnlineDetector:
 
     It runs the offline detector's scales (window_size, 2*window_size, ... up to max_window,
     default 8*window_size) on a buffer that holds only the last few windows, every
-    `check_every` records, so an update costs amortised O(window) and never rescans the
-    history. A transition is reported once the after-window of the finest scale that sees it
-    is complete and 3 more records (for the spike filter) have arrived: at most about
-    1.5 * window + check_every records after it completes for a sharp change, and at most
-    1.5 * max_window + check_every records for the widest ones. Up to that delay it reports
-    what `detect_transitions(..., max_window=max_window)` reports on the same curve, except
-    that the range test uses the range seen so far. Non-finite values (and values <= 0 on a
-    log scale) are ignored. scale="auto" decides on the first 32 finite values, before a
-    loss has had time to span decades: log when they are positive, except for a rising
-    curve bounded by 1 (an accuracy); pass scale="log" or "linear" to be certain.
+    `check_every` records (default a quarter of the finest window), so an update costs
+    amortised O(window) and never rescans the history. Sharp changes (done within a quarter
+    window) are confirmed on a quick layout (windows of 5/8 of the finest, no gap) within
+    one window plus 3 records (for the spike filter) after they complete; others once the
+    after-window of the finest scale that sees them is complete: at most about
+    1.5 * window + check_every records after, 1.5 * max_window + check_every for the widest.
+    Up to that delay it reports what `detect_transitions(..., max_window=max_window)` reports
+    on the same curve, except that the range test uses the range seen so far (at least 0.2 for
+    an accuracy, see `robust.range_floor`). A window below 10 records warns (RuntimeWarning)
+    once the recording interval is known. Non-finite values (and values <= 0 on a log scale)
+    are ignored. scale="auto" decides on the first 32 finite values, before a loss has had
+    time to span decades: log when they are positive, except for a rising curve bounded by 1
+    (an accuracy); pass scale="log" or "linear" to be certain.
+
+    window_size: finest window in steps. max_window: largest window in steps (None: 8 x
+    window_size). scale: "auto", "linear" or "log". thresholds: as for `detect_transitions`.
+    check_every: records between re-scans (None: a quarter window). metric: name set on
+    the reported transitions.
     """
 
     def __init__(
@@ -47,7 +61,7 @@ class OnlineDetector:
         *,
         max_window: float | None = None,
         scale: str = "auto",
-        thresholds: Thresholds = Thresholds(),
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
         check_every: int | None = None,
         metric: str | None = None,
     ) -> None:
@@ -122,17 +136,29 @@ class OnlineDetector:
         self._spacing = float(np.median(np.diff(self._t))) if len(self._t) > 1 else 1.0
         self._origin = self._t[0]
         self._plan()
-        self._done = [None] * len(self._layouts)
+        self._done = [None] * (len(self._layouts) + 1)  # the last entry is the quick layout's
+        records = self.window_size / self._spacing
+        if records < MIN_WINDOW_RECORDS:
+            warnings.warn(
+                f"window_size={self.window_size:g} steps holds {records:.3g} records of a curve recorded every "
+                f"{self._spacing:g} steps; online detection needs at least {MIN_WINDOW_RECORDS} records a window "
+                f"to tell changes from noise and bumps: pass window_size >= {MIN_WINDOW_RECORDS * self._spacing:g}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _plan(self) -> None:
-        """Fix the scales and the re-scan cadence from the recording interval."""
+        """Fix the scales, the quick layout and the re-scan cadence from the recording interval."""
         self._layouts = geometries(self.window_size, self._spacing, 0.0, 0, self.max_window)
         finest = self._layouts[0]
-        self._every = self.check_every or max(1, int(finest.side * finest.delta / self._spacing) // 2)
+        # sharp changes: windows of 5/8 of the finest and no gap, so the after-window closes within
+        # 3/4 of a window (plus a quarter window of cadence: one window in all)
+        self._quick = Geometry(delta=finest.delta, side=max(MIN_SIDE_POINTS, 5 * finest.side // 8), gap=0)
+        self._every = self.check_every or max(1, int(finest.side * finest.delta / self._spacing) // CHECKS_PER_WINDOW)
 
     def _check(self) -> list[Transition]:
         t, y = np.asarray(self._t), np.asarray(self._y)
-        if t.size < 2 * MIN_SIDE_POINTS + 2:
+        if t.size < MIN_CURVE_POINTS:
             return []
         smooth = median7(y)
         final = t.size - 3  # the filter output of the last 3 records is not final yet
@@ -146,29 +172,46 @@ class OnlineDetector:
         grid = quantum(np.exp(y) if self._log else y)
         floor = noise_floor(y, bool(self._log), grid, value_range)
         var = np.maximum(noise_variance(t, y, self._offset), floor)
+        value_range = max(value_range, range_floor(self._low, self._high, bool(self._log), grid))
         closed = t[final - 1]
-        candidates: list[Candidate] = []
-        for j, geo in enumerate(self._layouts):
-            scan = scan_scale(t, smooth, var, geo, MIN_SIDE_POINTS, origin=self._origin)
-            if scan is None:
-                continue
-            centre_steps = scan.centre_step(np.arange(scan.centre.size))
-            right_edge = scan.t0 + (scan.centre + geo.gap + geo.side + 1) * geo.delta
-            eligible = right_edge <= closed
-            if self._offset > 0:
-                eligible &= centre_steps - geo.reach >= t[min(MARGIN, t.size - 1)]
-            if self._done[j] is not None:
-                eligible &= centre_steps > self._done[j]
-            if eligible.any():
-                self._done[j] = float(centre_steps[eligible].max())
-            candidates.extend(scale_candidates(scan, value_range, self.thresholds, eligible))
         curve = Curve(t=t, y=y, log=bool(self._log), quantum=grid)
         prior = [(s, r) for s, r in self._taken]
-        chosen = select(curve, smooth, candidates, prior)
+        quick = [
+            (cand, found)
+            for cand, found in select(curve, smooth, self._candidates(t, smooth, var, -1, closed, value_range), prior)
+            if found.end_step - found.start_step <= SHARP_BINS * self._quick.delta
+        ]
+        prior += [(float(found.step), cand.reach) for cand, found in quick]
+        candidates: list[Candidate] = []
+        for j in range(len(self._layouts)):
+            candidates.extend(self._candidates(t, smooth, var, j, closed, value_range))
+        chosen = quick + select(curve, smooth, candidates, prior)
         self._taken += [[float(found.step), cand.reach] for cand, found in chosen]
         self._trim()
         found = sorted((tr for _, tr in chosen), key=lambda tr: tr.step)
         return [tr.with_metric(self.metric) for tr in found]
+
+    def _candidates(
+        self, t: np.ndarray, smooth: np.ndarray, var: np.ndarray, j: int, closed: float, value_range: float
+    ) -> list[Candidate]:
+        """Candidates of layout j (-1: the quick layout) whose after-window closed by step `closed`
+        and that no earlier check has examined."""
+        geo = self._quick if j < 0 else self._layouts[j]
+        # centres up to done[j] were examined: scan only the records the later ones' windows read
+        first = 0 if self._done[j] is None else int(np.searchsorted(t, self._done[j] - geo.reach - 2 * geo.delta))
+        scan = scan_scale(t[first:], smooth[first:], var[first:], geo, MIN_SIDE_POINTS, origin=self._origin)
+        if scan is None:
+            return []
+        centre_steps = scan.centre_step(np.arange(scan.centre.size))
+        right_edge = scan.t0 + (scan.centre + geo.gap + geo.side + 1) * geo.delta
+        eligible = right_edge <= closed
+        if self._offset > 0:
+            eligible &= centre_steps - geo.reach >= t[min(MARGIN, t.size - 1)]
+        if self._done[j] is not None:
+            eligible &= centre_steps > self._done[j]
+        if eligible.any():
+            self._done[j] = float(centre_steps[eligible].max())
+        return scale_candidates(scan, value_range, self.thresholds, eligible)
 
     def _trim(self) -> None:
         """Drop records no window can reach any more (amortised: only when twice as many)."""
@@ -205,8 +248,8 @@ class OnlineDetector:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from `state_dict()` of a detector built with the same window_size,
         max_window and scale (a mismatch raises ValueError)."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"state version must be {STATE_VERSION}, got {state.get('version')!r}")
+        if state.get("version") not in (1, STATE_VERSION):
+            raise ValueError(f"state version must be 1 or {STATE_VERSION}, got {state.get('version')!r}")
         for key in ("window_size", "max_window", "scale"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"state has {key}={state[key]!r} but this detector has {getattr(self, key)!r}")
@@ -215,6 +258,8 @@ class OnlineDetector:
         self._log, self._spacing, self._origin = state["log"], state["spacing"], state["origin"]
         self._last_step = state["last_step"]
         self._done = list(state["done"])
+        if state["version"] == 1 and self._done:
+            self._done.append(None)  # no quick layout then
         self._taken = [[float(s), float(r)] for s, r in state["taken"]]
         self._low = math.inf if state["low"] is None else float(state["low"])
         self._high = -math.inf if state["high"] is None else float(state["high"])

@@ -7,7 +7,7 @@ to the `side` bins left of a gap of `gap` bins on either side of k, and another 
 Because both sides are fitted with lines, a linear trend gives no jump, and a curved trend
 (quadratic) gives none either to first order (the two one-sided fits err alike).
 The gap lets a transition of up to about h steps fall between the windows.
-All window sums come from prefix sums, so one scale costs O(n + bins).
+Window sums are direct correlations with at most 8 taps, so one scale costs O(n + bins).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def geometry(h: float, spacing: float, span: float, n: int, min_points: int) -> 
     """Layout for scale `h` steps on a curve of `n` points over `span` steps, recorded every
     `spacing` steps (median). Bins are never finer than the spacing, nor more than 2n."""
     delta = max(h / BINS_PER_WINDOW, spacing, span / (2 * max(n, 1)))
-    side = max(min_points, int(round(h / delta)))
+    side = max(min_points, round(h / delta))
     return Geometry(delta=delta, side=side, gap=side // 2)
 
 
@@ -76,10 +76,15 @@ class ScaleScan:
         return (t - self.t0) / self.geometry.delta - 0.5
 
 
-def _prefix(a: np.ndarray) -> np.ndarray:
-    out = np.zeros(a.size + 1, dtype=a.dtype)
-    np.cumsum(a, out=out[1:])
-    return out
+def window_sums(a: np.ndarray, size: int, power: int = 0) -> np.ndarray:
+    """sum_j a[i + j] * j**power over j = 0..size-1, for every start i: shape (a.size - size + 1,).
+
+    A direct correlation with a kernel of `size` (<= 8) taps: every sum is formed from its own
+    window only, so unlike differences of prefix sums it loses no precision on long curves
+    (integer inputs stay exact integers).
+    """
+    kernel = np.arange(size, dtype=a.dtype) ** power
+    return np.convolve(a, kernel[::-1], mode="valid")
 
 
 def scan_scale(
@@ -87,8 +92,11 @@ def scan_scale(
 ) -> ScaleScan | None:
     """Fit both sides at every centre bin of scale `geo`; None if the curve is too short.
 
-    Bins are aligned to `origin` (default t[0]), so a part of a longer curve is binned as
-    the whole curve would be.
+    t, y, var: steps, values and per-point noise variance, shape (n,). min_points: records a
+    side window needs. Bins are aligned to `origin` (default t[0]), so a part of a longer
+    curve is binned as the whole curve would be. The window moments are local (about each
+    centre, from per-window sums), so any length of curve is exact in its counts and keeps
+    the precision of its values.
     """
     origin = float(t[0]) if origin is None else origin
     t0 = origin + np.floor((t[0] - origin) / geo.delta) * geo.delta
@@ -97,33 +105,35 @@ def scan_scale(
     reach = geo.gap + geo.side
     if bins < 2 * reach + 1:
         return None
-    # integer moments are exact (so differences of prefix sums lose nothing) while they fit int64
-    exact = t.size * float(bins) ** 2 < 2.0**62
-    x = np.arange(bins, dtype=np.int64 if exact else np.float64)
-    count = np.bincount(k, minlength=bins).astype(x.dtype)
-    pc, pcx, pcxx = _prefix(count), _prefix(count * x), _prefix(count * x * x)
-    sum_y = np.bincount(k, weights=y, minlength=bins)
-    py, pxy = _prefix(sum_y), _prefix(sum_y * x)
-    pyy = _prefix(np.bincount(k, weights=y * y, minlength=bins))
-    pv = _prefix(np.bincount(k, weights=var, minlength=bins))
-    centre = np.arange(reach, bins - reach, dtype=x.dtype)
+    ref = 0.5 * (float(y.min()) + float(y.max()))  # values about mid-range: sums of squares keep their digits
+    yc = y - ref
+    count = np.bincount(k, minlength=bins).astype(np.int64)
+    sum_y = np.bincount(k, weights=yc, minlength=bins)
+    c0, c1, c2 = (window_sums(count, geo.side, p) for p in (0, 1, 2))
+    y0, y1 = window_sums(sum_y, geo.side), window_sums(sum_y, geo.side, 1)
+    yy0 = window_sums(np.bincount(k, weights=yc * yc, minlength=bins), geo.side)
+    v0 = window_sums(np.bincount(k, weights=var, minlength=bins), geo.side)
+    centres = bins - 2 * reach
+    centre = np.arange(reach, bins - reach, dtype=np.int64)
 
-    def fit(lo: np.ndarray, hi: np.ndarray):
-        m = pc[hi] - pc[lo]
-        sx = pcx[hi] - pcx[lo] - centre * m  # moments about the centre bin
-        sxx = pcxx[hi] - pcxx[lo] - 2 * centre * (pcx[hi] - pcx[lo]) + centre * centre * m
+    def fit(first: int):
+        """Line fit of the side window whose first bin is `first` bins from each centre."""
+        window = slice(reach + first, reach + first + centres)
+        m = c0[window]
+        sx = c1[window] + first * m  # moments about the centre bin (exact integers)
+        sxx = c2[window] + 2 * first * c1[window] + first * first * m
         mf = np.maximum(m, 1).astype(np.float64)
-        sy = py[hi] - py[lo]
-        sxy = pxy[hi] - pxy[lo] - centre * sy
+        sy = y0[window]
+        sxy = y1[window] + first * sy
         xbar, ybar = sx / mf, sy / mf
         cxx = sxx - sx.astype(np.float64) * xbar
         cxy = sxy - xbar * sy
         ok = (m >= min_points) & (cxx > 0)
         cxx = np.where(ok, cxx, 1.0)
         fitted = cxy / cxx
-        ssr = np.maximum(pyy[hi] - pyy[lo] - ybar * sy - fitted * cxy, 0.0)
+        ssr = np.maximum(yy0[window] - ybar * sy - fitted * cxy, 0.0)
         scatter2 = ssr / np.maximum(mf - 2, 1)
-        noise2 = (pv[hi] - pv[lo]) / mf
+        noise2 = v0[window] / mf
         # The side's level at the centre: the line extrapolated (variance noise2 (1/m + xbar^2/cxx)),
         # or the side's mean when that has the smaller mean squared error (variance noise2/m plus
         # the squared bias (slope * xbar)^2 it risks), i.e. when the slope is within one standard
@@ -132,11 +142,11 @@ def scan_scale(
         flat = noise2 / mf + (fitted * xbar) ** 2
         sloped = extrapolated <= flat
         slope = np.where(sloped, fitted, 0.0)
-        level = ybar - slope * xbar
+        level = ref + ybar - slope * xbar
         return level, slope, fitted, np.where(sloped, extrapolated, flat), scatter2, noise2, ok
 
-    lv_l, sl_l, fit_l, var_l, sc_l, no_l, ok_l = fit(centre - reach, centre - geo.gap)
-    lv_r, sl_r, fit_r, var_r, sc_r, no_r, ok_r = fit(centre + geo.gap + 1, centre + reach + 1)
+    lv_l, sl_l, fit_l, var_l, sc_l, no_l, ok_l = fit(-reach)
+    lv_r, sl_r, fit_r, var_r, sc_r, no_r, ok_r = fit(geo.gap + 1)
 
     return ScaleScan(
         geometry=geo,

@@ -13,7 +13,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from phasetrain.detect import OnlineDetector, Transition
-from phasetrain.detect.offline import DEFAULT_WINDOW_FRACTION
+from phasetrain.detect.candidates import DEFAULT_WINDOW_FRACTION
 from phasetrain.run.summary import KEY_METRICS
 
 RECORDS_PER_WINDOW = 10
