@@ -222,3 +222,10 @@ def test_square_wave_with_many_transitions_finds_each_with_alternating_direction
     found = detect_transitions(y, t)  # default window: 1% of the run = 1000 steps
     assert steps_of(found) == list(range(2001, 100_001, 2000))
     assert [tr.direction for tr in found] == ["down", "up"] * 24 + ["down"]
+
+
+def test_a_noiseless_step_or_staircase_is_found_not_mistaken_for_a_grid():
+    steps = np.arange(200)
+    assert [t.step for t in detect_transitions(np.where(steps < 80, 0.1, 0.9), steps)] == [80]
+    staircase = np.where(steps < 80, 0.1, np.where(steps < 150, 0.5, 0.9))
+    assert [t.step for t in detect_transitions(staircase, steps)] == [80, 150]

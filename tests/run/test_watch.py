@@ -85,3 +85,50 @@ def test_an_epoch_without_updates_does_not_break_the_watcher(tmp_path):
     trainer.train(data, data, num_epochs=3)
     assert trainer.history.steps("val_loss").tolist() == [0]  # one step, the latest epoch's value
     assert trainer.state.nonfinite_skipped == 3
+
+
+class Crossing:
+    """A user's stream detector: one transition when the value first passes 0.5 (plain state)."""
+
+    def __init__(self, window_size, metric):
+        self.window_size, self.metric, self.fired = window_size, metric, False
+
+    def update(self, step, value):
+        from phasetrain.detect import Transition
+
+        if self.fired or value < 0.5:
+            return []
+        self.fired = True
+        return [Transition(step, step, step, 0.0, value, value, 1.0, "up", 99.0)]
+
+    def state_dict(self):
+        return {"fired": self.fired}
+
+    def load_state_dict(self, state):
+        self.fired = state["fired"]
+
+
+def test_any_stream_detector_watches_through_the_trainer_and_survives_a_resume(tmp_path):
+    windows, found = [], []
+
+    def factory(window_size, metric):
+        windows.append((window_size, metric))
+        return Crossing(window_size, metric)
+
+    class Collect(Callback):
+        def on_phase_transition(self, trainer, transition):
+            found.append((transition.metric, transition.step))
+
+    def trainer():
+        model = make_mlp()
+        return PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                                      log_dir=tmp_path, progress_bar=False, watch_metrics=["probe"],
+                                      watch_detector=factory, monitors=[ScriptedProbe(jump=30)], checkpoint_freq=20)
+
+    batches = [(torch.randn(8, 8), torch.randint(0, 3, (8,))) for _ in range(10)]
+    first = trainer()
+    first.train(batches, num_epochs=4, callbacks=[Collect()])
+    assert found == [("probe", 30)] and windows[0][1] == "probe" and windows[0][0] >= 10
+    assert first.recorder.watcher.state_dict()["detectors"]["probe"] == {"fired": True}
+    trainer().train(batches, num_epochs=6, callbacks=[Collect()], resume_from="latest")  # from step 40
+    assert found == [("probe", 30)]  # the restored detector remembers it fired: no second report

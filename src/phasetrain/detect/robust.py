@@ -74,17 +74,23 @@ def block_sigma(chunks: np.ndarray) -> np.ndarray:
     return np.where(sigma > 0, sigma, fallback)
 
 
+# A grid is read from at least this many distinct values: one more than the 5 grid steps a change of
+# quantised values must span (candidates.MIN_QUANTA), so a two-level step is never its own grid.
+GRID_LEVELS = 6
+
+
 def quantum(values: np.ndarray) -> float:
     """The grid step of values that take few distinct levels, else 0.
 
     Accuracy on a finite validation set moves in steps of 1/size, and rounded logs in steps
     of the last digit; such a curve is flat to the last digit for long stretches, where
     the residual noise is exactly 0. Decided on an evenly strided sample of at most
-    QUANTUM_SAMPLE values: quantised when at most half of them are distinct.
+    QUANTUM_SAMPLE values: quantised when at most half of them are distinct, and at least
+    GRID_LEVELS are (a clean staircase of a few levels is a curve with changes, not a grid).
     """
     sample = values[:: max(1, values.size // QUANTUM_SAMPLE)]
     levels = np.unique(sample)
-    if levels.size < 2 or levels.size > sample.size // 2:
+    if levels.size < GRID_LEVELS or levels.size > sample.size // 2:
         return 0.0
     gaps = np.diff(levels)
     gaps = gaps[gaps > 1e-9 * (levels[-1] - levels[0])]

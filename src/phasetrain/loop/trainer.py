@@ -85,6 +85,7 @@ class PhaseTransitionTrainer(RunViews):
         hessian_batches: Sequence[tuple[Any, Any]] | None = None,
         watch_metrics: Sequence[str] = KEY_METRICS,
         watch_window: int | None = None,
+        watch_detector: Callable[[float, str], Any] | None = None,
         precision: str = "32",
         accumulate_grad_batches: int = 1,
         overwrite: bool = False,
@@ -97,7 +98,7 @@ class PhaseTransitionTrainer(RunViews):
             hessian_k=hessian_k, hessian_batches=hessian_batches, hessian_budget=hessian_budget,
             monitors=tuple(monitors), loggers=loggers,
             keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics, watch_window=watch_window,
-            overwrite=overwrite, device=device, checkpoint_freq=checkpoint_freq, gradient_clip=gradient_clip,
+            watch_detector=watch_detector, overwrite=overwrite, device=device, checkpoint_freq=checkpoint_freq, gradient_clip=gradient_clip,
             early_stopping_patience=early_stopping_patience, early_stopping_min_delta=early_stopping_min_delta,
             scheduler_interval=scheduler_interval, accuracy_fn=accuracy_fn, progress_bar=progress_bar,
             on_nonfinite=on_nonfinite, precision=precision, accumulate_grad_batches=accumulate_grad_batches)

@@ -158,6 +158,10 @@ class RecordingConfig:
     """Keep only the newest K step checkpoints (best_model.pt and final_model.pt are always kept)."""
     watch_metrics: Sequence[str] = KEY_METRICS
     """Metrics the online detector watches (on_phase_transition fires for their transitions)."""
+    watch_detector: Any = None
+    """Another online detector for the watched metrics: a factory `(window_steps, metric) ->
+    StreamDetector` (`update(step, value) -> [Transition]`, `state_dict`, `load_state_dict`).
+    None: phasetrain's OnlineDetector."""
     overwrite: bool = False
     """A new run in a folder that holds another run's files: False refuses (naming the ways out);
     True deletes that run's files first (all of them, never other files)."""
@@ -177,6 +181,9 @@ class RecordingConfig:
 
         if self.log_dir is not None:
             check_log_dir(self.log_dir)
+        if self.watch_detector is not None and not callable(self.watch_detector):
+            raise TypeError(f"watch_detector must be a factory (window_steps, metric) -> StreamDetector, "
+                            f"got {self.watch_detector!r}")
         if not isinstance(self.overwrite, bool):
             raise TypeError(f"overwrite must be True or False, got {self.overwrite!r}")
         for name in ("log_freq", "hessian_freq", "hessian_k"):

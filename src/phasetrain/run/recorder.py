@@ -23,7 +23,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -81,7 +81,8 @@ class RunRecorder:
         self.state = RunState()
         self.window = StepAccumulator(torch.device("cpu"))
         self.epoch_totals = EpochTotals()
-        self.watcher = TransitionWatcher(config.watch_metrics, config.watch_window or automatic_window(None))
+        self.watcher = TransitionWatcher(config.watch_metrics, config.watch_window or automatic_window(None),
+                                         config.watch_detector)
         self.transition_hooks: list[Callable[[Transition], Any]] = []
         self.streams: list[Any] = []
         self.device = torch.device("cpu")
@@ -327,14 +328,16 @@ class RunRecorder:
         """Transitions the online detectors have confirmed so far, in the order found."""
         return list(self.watcher.found)
 
-    def find_transitions(self, metric: str, window_size: float | None = None) -> list[Transition]:
-        """Offline detection on the whole recorded `metric`; `window_size` None: the automatic window."""
+    def find_transitions(self, metric: str, window_size: float | None = None,
+                         kinds: Sequence[str] = ("level",)) -> list[Transition]:
+        """Offline detection on the whole recorded `metric`; `window_size` None: the automatic window;
+        `kinds`: any of "level", "slope", "regime"."""
         check_int("window_size", window_size, allow_none=True)
         steps = self.history.steps(metric)  # KeyError naming the recorded metrics
         if window_size is not None and steps.size >= 8 and window_size > 10 * steps[-1]:
             raise ValueError(f"window_size={window_size} is more than 10x the {steps[-1]} steps {metric!r} was "
                              f"recorded over; use a window of at most {steps[-1]} steps, or None to choose one")
-        return detect_in_history(self.history, metric, window_size)
+        return detect_in_history(self.history, metric, window_size, kinds=tuple(kinds))
 
     def summary(self) -> dict[str, Any]:
         """`training_summary` of what has been recorded (what `phasetrain summary` prints)."""
@@ -392,7 +395,8 @@ class RunRecorder:
             kept[name] = {"steps": steps[keep].tolist(), "values": [None if not math.isfinite(v) else v
                                                                      for v in values[keep].tolist()]}
         self.history = MetricHistory.from_dict(kept)
-        self.watcher = TransitionWatcher(self.config.watch_metrics, self.watcher.window_size)
+        self.watcher = TransitionWatcher(self.config.watch_metrics, self.watcher.window_size,
+                                         self.config.watch_detector)
         for step, record in self.history.records():
             self.watcher.observe(step, record)
         self.state.step = up_to_step
@@ -416,17 +420,29 @@ class RunViews:
         """Transitions confirmed online so far."""
         return self.recorder.transitions
 
-    def detect_phase_transitions(self, metric: str = "val_acc", window_size: int | None = None) -> list[int]:
+    def detect_phase_transitions(self, metric: str = "val_acc", window_size: int | None = None,
+                                 kinds: Sequence[str] = ("level",)) -> list[int]:
         """Global steps at which `metric` changes abruptly (offline detection over the whole run).
 
         `window_size` (steps): the shortest stretch a side of a change must hold; None chooses it
-        from the curve (1% of its span, at least 3 recording intervals), as the summary, the report
-        and `phasetrain detect` do."""
-        return [t.step for t in self.find_transitions(metric, window_size)]
+        from the curve (1% of its span, at least 8 recording intervals), as the summary, the report
+        and `phasetrain detect` do. `kinds`: "level" (abrupt changes of level, the default
+        everywhere), "slope" (kinks: a trend that changes rate, e.g. sharpness levelling off at
+        2/lr), "regime" (the start of a sustained oscillation or train of spikes)."""
+        return [t.step for t in self.find_transitions(metric, window_size, kinds)]
 
-    def find_transitions(self, metric: str = "val_acc", window_size: int | None = None) -> list[Transition]:
-        """Full `Transition` records of `metric` (step, span, levels, magnitude, direction, score)."""
-        return self.recorder.find_transitions(metric, window_size)
+    def find_transitions(self, metric: str = "val_acc", window_size: int | None = None,
+                         kinds: Sequence[str] = ("level",)) -> list[Transition]:
+        """Full `Transition` records of `metric` (kind, step, span, levels, magnitude, direction, score)."""
+        return self.recorder.find_transitions(metric, window_size, kinds)
+
+    def find_phenomena(self, window_size: int | None = None) -> list:
+        """What happened in the run, named: memorisation, grokking (with its delay ratio), plateau
+        exits, saddle-to-saddle drops, edge of stability, oscillation regimes, loss spikes,
+        catapults; each with its step, evidence and confidence (`phasetrain.detect.Phenomenon`)."""
+        from phasetrain.detect import find_phenomena
+
+        return find_phenomena(self.history, window_size)
 
     def get_training_summary(self) -> dict[str, Any]:
         """Final and best figures, step counts, stop reason, wall time and detected transitions."""

@@ -28,7 +28,8 @@ def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = KEY
 def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[str, Any]:
     """Summary dict: the keys of the original specification (`final_train_acc`, `phase_transitions`,
     `total_training_steps`) plus how the run ended (`status`), final/best losses and accuracies, best
-    step, epochs run, early stop, skipped non-finite updates, wall time."""
+    step, epochs run, early stop, skipped non-finite updates, wall time, and what happened in it,
+    named (`phenomena`; `story`: the same in a few lines of words)."""
     return {
         "status": run_status(meta, _last_step(history)),
         "final_train_loss": _last(history, "train_loss"),
@@ -45,7 +46,16 @@ def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[st
         "nonfinite_skipped": meta.get("nonfinite_skipped", 0),
         "wall_time_s": meta.get("wall_time_s"),
         "phase_transitions": transitions_by_metric(history),
+        **phenomena_and_story(history),
     }
+
+
+def phenomena_and_story(history: MetricHistory, window_size: float | None = None) -> dict[str, Any]:
+    """{"phenomena": [what happened, named, as dicts], "story": the same in a few lines of text}."""
+    from phasetrain.detect import find_phenomena, story
+
+    found = find_phenomena(history, window_size)
+    return {"phenomena": [p.to_dict() for p in found], "story": story(found)}
 
 
 def run_status(meta: Mapping[str, Any], last_step: int) -> str:
