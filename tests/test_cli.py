@@ -159,7 +159,7 @@ def test_installed_console_script_answers_help():
 
 @pytest.mark.parametrize("command", ["report", "detect", "summary", "compare"])
 def test_help_states_the_detectors_automatic_window(capsys, command):
-    from phasetrain.detect.offline import DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS
+    from phasetrain.detect.candidates import DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS
 
     assert (DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS) == (0.01, 8)
     code, out, _ = _run(capsys, command, "--help")
@@ -250,3 +250,44 @@ def test_compare_of_an_unknown_metric_exits_1_naming_the_run(run_dir, capsys):
     code, out, err = _run(capsys, "compare", run_dir, "--metric", "bleu")
     assert code == 1 and out == "" and len(err.splitlines()) == 1
     assert str(run_dir) in err and "'bleu' was not recorded" in err
+
+
+def _grokking_like_run(folder: Path) -> Path:
+    """A run that memorises at step 200 and generalises at step 1,200 (noisy, known steps)."""
+    from phasetrain.run.history import MetricHistory, save_metrics
+
+    rng = np.random.default_rng(0)
+    history = MetricHistory()
+    for step in range(10, 2010, 10):
+        history.log(step, {"train_acc": (0.1 if step < 200 else 1.0) - abs(rng.normal(0, 0.01)),
+                           "val_acc": (0.01 if step < 1200 else 0.95) + abs(rng.normal(0, 0.01))})
+    folder.mkdir()
+    save_metrics(folder / "metrics.json", history, {"finished": True, "total_training_steps": 2000})
+    return folder
+
+
+def test_story_names_memorisation_and_grokking_with_its_delay(tmp_path, capsys):
+    run = _grokking_like_run(tmp_path / "run")
+    out = _run(capsys, "story", run)[1]
+    assert "step 200: memorisation" in out and "step 1,200: grokking" in out and "6.0x later" in out
+    phenomena = json.loads(_run(capsys, "story", run, "--json")[1])
+    assert [(p["name"], p["step"]) for p in phenomena] == [("memorisation", 200), ("grokking", 1200)]
+    assert "grokking" in _run(capsys, "summary", run)[1].split("story")[-1]
+
+
+def test_detect_reports_the_kinds_asked_for_and_refuses_unknown_ones(tmp_path, capsys):
+    from phasetrain.run.history import MetricHistory, save_metrics
+
+    steps = np.arange(1, 1001)
+    noise = np.random.default_rng(1).normal(0, 0.01, steps.size)
+    kink = np.where(steps < 500, steps / 500, 1.0) + noise  # rises, then levels off: a slope change at 500
+    history = MetricHistory()
+    for step, value in zip(steps.tolist(), kink.tolist()):
+        history.log(step, {"sharpness": value})
+    (tmp_path / "run").mkdir()
+    save_metrics(tmp_path / "run" / "metrics.json", history, {})
+    found = json.loads(_run(capsys, "detect", tmp_path / "run", "--metric", "sharpness", "--kinds", "slope", "--json")[1])
+    assert [t["kind"] for t in found] == ["slope"] and abs(found[0]["step"] - 500) <= 25
+    table = _run(capsys, "detect", tmp_path / "run", "--metric", "sharpness", "--kinds", "level,slope")[1]
+    assert "slope" in table.splitlines()[2]
+    assert main(["detect", str(tmp_path / "run"), "--metric", "sharpness", "--kinds", "kink"]) == 2

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from phasetrain.compare import compare_runs, plot_comparison
-from phasetrain.detect import detect_in_history
+from phasetrain.detect import KINDS, detect_in_history
 from phasetrain.detect.candidates import DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW_POINTS
 from phasetrain.report import format_step, plot_run, run_folder, transition_metrics, write_html_report
 from phasetrain.run.history import MetricHistory
 from phasetrain.run.sources import FORMATS, load_run
-from phasetrain.run.summary import training_summary, transitions_by_metric
+from phasetrain.run.summary import phenomena_and_story, training_summary, transitions_by_metric
 
 _USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError, ImportError)
 
@@ -83,8 +83,21 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("run", metavar="RUN", help=RUN_HELP)
     detect.add_argument("--metric", required=True,
                         help="metric name as the run spells it, e.g. val_acc, train/loss, eval_accuracy")
+    detect.add_argument("--kinds", type=_kinds, default=("level",), metavar="KIND[,KIND...]",
+                        help="what to report: level (abrupt changes, the default), slope (kinks: a trend "
+                             "changing rate), regime (a sustained oscillation or train of spikes)")
     detect.add_argument("--json", action="store_true", help="print a JSON list of transition dicts")
     detect.set_defaults(handler=_detect)
+
+    story = commands.add_parser(
+        "story", parents=shared, help="say what happened in a run, in a few lines",
+        description="Name what happened in a run (memorisation, grokking, plateau exits, saddle-to-saddle "
+                    "drops, edge of stability, oscillation regimes, loss spikes, catapults) with steps, "
+                    "evidence and confidence.",
+    )
+    story.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
+    story.add_argument("--json", action="store_true", help="print the phenomena as a JSON list")
+    story.set_defaults(handler=_story)
 
     summary = commands.add_parser(
         "summary", parents=shared, help="print the training summary of a run",
@@ -177,9 +190,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of {', '.join(KINDS)}; got {text!r}")
+    return kinds
+
+
 def _detect(args: argparse.Namespace) -> int:
     history, _ = _load(args.run, args.format)
-    transitions = [t.to_dict() for t in detect_in_history(history, args.metric, window_size=args.window_size)]
+    transitions = [t.to_dict() for t in detect_in_history(history, args.metric, window_size=args.window_size,
+                                                          kinds=args.kinds)]
     if args.json:
         print(json.dumps(_jsonable(transitions)))
     elif not transitions:
@@ -194,11 +216,13 @@ def _number(value: Any) -> str:
 
 
 def _transition_table(metric: str, transitions: Sequence[dict[str, Any]]) -> str:
-    rows = [("step", "span", "direction", "before -> after", "magnitude", "score")]
+    rows = [("kind", "step", "span", "direction", "before -> after", "magnitude", "score")]
     for t in transitions:
+        ongoing = t.get("ongoing")
         rows.append((
+            str(t.get("kind", "level")),
             format_step(t["step"]),
-            f"{format_step(t['start_step'])}-{format_step(t['end_step'])}",
+            f"{format_step(t['start_step'])}-{'(ongoing)' if ongoing else format_step(t['end_step'])}",
             str(t.get("direction", "")),
             f"{_number(t.get('level_before'))} -> {_number(t.get('level_after'))}",
             _number(t.get("magnitude")),
@@ -213,19 +237,34 @@ def _summary(args: argparse.Namespace) -> int:
     history, meta = _load(args.run_dir, args.format)
     summary = training_summary(history, meta)
     summary["phase_transitions"] = _transitions(history, args.window_size)
+    if args.window_size is not None:
+        summary.update(phenomena_and_story(history, args.window_size))
     if args.json:
         print(json.dumps(_jsonable(summary), indent=2))
         return 0
     width = max(len(key) for key in summary)
     print(f"{'format'.ljust(width)}  {meta['format']} ({meta['source']})")
     for key, value in summary.items():
-        if key != "phase_transitions":
+        if key not in ("phase_transitions", "phenomena", "story"):
             shown = _number(value) if isinstance(value, float) else ("-" if value is None else value)
             print(f"{key.ljust(width)}  {shown}")
     print("phase_transitions")
     for metric, records in summary["phase_transitions"].items():
         found = ", ".join(f"{r.get('direction', '')} at {format_step(r['step'])}" for r in records) or "none"
         print(f"  {metric.ljust(width - 2)}  {found}")
+    print("story")
+    for line in (summary["story"] or "nothing named: no memorisation, grokking, plateau exit, ... found").splitlines():
+        print(f"  {line}")
+    return 0
+
+
+def _story(args: argparse.Namespace) -> int:
+    history, _ = _load(args.run_dir, args.format)
+    told = phenomena_and_story(history, args.window_size)
+    if args.json:
+        print(json.dumps(_jsonable(told["phenomena"]), indent=2))
+    else:
+        print(told["story"] or "nothing named: no memorisation, grokking, plateau exit, ... found")
     return 0
 
 

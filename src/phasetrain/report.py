@@ -58,11 +58,13 @@ class Marker:
     end_step: float
     direction: str
     primary: bool
+    kind: str = "level"
 
     @property
     def label(self) -> str:
-        """Short text beside the line, e.g. 'val_acc ↑ 2,150'."""
-        return _label_text(self.metric, self.direction, [self.step])
+        """Short text beside the line, e.g. 'val_acc ↑ 2,150' (a slope or regime says so)."""
+        text = _label_text(self.metric, self.direction, [self.step])
+        return text if self.kind == "level" else f"{text} ({self.kind})"
 
 
 def format_step(step: float) -> str:
@@ -282,6 +284,7 @@ def plan_markers(panels: Sequence[Panel], transitions: Mapping[str, Iterable[Any
                         end_step=float(record.get("end_step", step)),
                         direction=str(record.get("direction", "")),
                         primary=panel.key == home[metric],
+                        kind=str(record.get("kind", "level")),
                     )
                 )
     return markers
@@ -349,9 +352,11 @@ def _draw_markers(ax: Any, markers: Sequence[Marker], colors: dict[str, str]) ->
             ax.axvline(marker.step, color="grey", ls=":", lw=0.8, alpha=0.6)
             continue
         color = colors[marker.metric]
-        if marker.end_step > marker.start_step:
+        if marker.kind == "regime":  # a sustained oscillation: shaded (hatched) over its whole span
+            ax.axvspan(marker.start_step, marker.end_step, color=color, alpha=0.15, lw=0, hatch="//")
+        elif marker.end_step > marker.start_step:
             ax.axvspan(marker.start_step, marker.end_step, color=color, alpha=0.12, lw=0)
-        ax.axvline(marker.step, color=color, ls="--", lw=1.1)
+        ax.axvline(marker.step, color=color, ls="-." if marker.kind == "slope" else "--", lw=1.1)
 
 
 _LABEL_ROWS = (0.97, 0.03, 0.80, 0.20, 0.62, 0.38)
@@ -565,6 +570,15 @@ _STYLE = (
 )
 
 
+def _story_section(summary: Mapping[str, Any] | None) -> list[str]:
+    """The story of the run (named phenomena, one line each) as HTML, when the summary has one."""
+    lines = (summary or {}).get("story") or ""
+    if not lines:
+        return []
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines.splitlines())
+    return ["<h2>What happened</h2>", f"<ul class='story'>{items}</ul>"]
+
+
 def write_html_report(
     png_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -596,6 +610,7 @@ def write_html_report(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
         f"<p class='lead'>{html.escape(found) if rows else 'No phase transition detected.'}</p>",
+        *_story_section(summary),
         "<h2>Detected transitions</h2>",
         _table(rows, TRANSITION_COLUMNS, _TRANSITION_HEADERS) if rows else "<p>none</p>",
         "<h2>Curves</h2>",
@@ -604,8 +619,9 @@ def write_html_report(
         "<div class='cols'>",
     ]
     if summary is not None:
-        known = [{"quantity": k, "value": v} for k, v in summary.items() if k != "phase_transitions" and v is not None]
-        missing = [k for k, v in summary.items() if k != "phase_transitions" and v is None]
+        shown = {k: v for k, v in summary.items() if k not in ("phase_transitions", "phenomena", "story")}
+        known = [{"quantity": k, "value": v} for k, v in shown.items() if v is not None]
+        missing = [k for k, v in shown.items() if v is None]
         parts += ["<div><h2>Training summary</h2>", _table(known, ("quantity", "value"))]
         if missing:
             parts.append(f"<p class='lead'>Not recorded: {html.escape(', '.join(missing))}</p>")

@@ -84,3 +84,16 @@ def test_a_duck_typed_history_reads_like_a_mapping():
     with pytest.raises(TypeError, match="curves must be"):
         find_phenomena([1, 2, 3])
     assert Phenomenon("x", 1, ("a",), 0.5, "d").to_dict()["evidence"] == ["a"]
+
+
+def test_memorisation_in_the_first_records_still_makes_a_later_jump_grokking():
+    steps = np.arange(10, 2010, 10)
+    rng = np.random.default_rng(3)
+    train = np.minimum(1.0, 0.05 + steps / 60.0)  # 99% by step 60: the 6th record, too early to test a change
+    val = np.where(steps < 900, 0.01, 0.97) + np.abs(rng.normal(0, 0.01, steps.size))
+    found = find_phenomena({"train_acc": (steps, train), "val_acc": (steps, val)})
+    names = [(p.name, p.step) for p in found]
+    assert names[0] == ("memorisation", 60) and names[1][0] == "grokking" and abs(names[1][1] - 900) <= 10
+    assert found[1].value == pytest.approx(names[1][1] / 60)
+    never = find_phenomena({"train_acc": (steps, np.full(steps.size, 0.3)), "val_acc": (steps, val)})
+    assert [p.name for p in never] == ["generalisation"]

@@ -32,6 +32,7 @@ from phasetrain.detect.prepare import check_steps_values
 from phasetrain.detect.robust import median7
 from phasetrain.detect.transition import Transition
 
+MEMORISED = 0.99  # train_acc at which a run counts as having memorised its training set
 GROKKING_DELAY = 2.0  # val_acc must jump at least 2x later than train_acc to be grokking
 SPIKE_FACTOR = 2.0  # a loss spike at least doubles the loss over its running level
 EARLY_FRACTION = 0.3  # catapults happen early: in the first 30% of the run
@@ -117,7 +118,7 @@ def find_phenomena(curves: Any, window_size: float | None = None) -> list[Phenom
         t, y = data[name]
         return detect_transitions(y, t, window_size, kinds=ALL_KINDS)
 
-    found += accuracy_phenomena(changes("train_acc"), changes("val_acc"))
+    found += accuracy_phenomena(changes("train_acc"), changes("val_acc"), data.get("train_acc"))
     loss = changes("train_loss")
     found += loss_phenomena(loss)
     found += stability_phenomena(data, changes("hessian_eig_1"))
@@ -126,10 +127,13 @@ def find_phenomena(curves: Any, window_size: float | None = None) -> list[Phenom
     return sorted(found, key=lambda p: (p.step, p.name))
 
 
-def accuracy_phenomena(train: list[Transition], val: list[Transition]) -> list[Phenomenon]:
+def accuracy_phenomena(train: list[Transition], val: list[Transition],
+                       train_curve: tuple[np.ndarray, np.ndarray] | None = None) -> list[Phenomenon]:
     """Memorisation (train_acc's largest rise) and grokking or generalisation (val_acc's).
 
     train, val: the transitions (all kinds) of train_acc and val_acc ([] when not recorded).
+    train_curve: train_acc's (steps, values): a rise to MEMORISED within the first records, too
+    early for the detector to test, is memorisation at the step it first reaches MEMORISED.
     """
     out = []
     rises = [tr for tr in train if tr.kind == "level" and tr.direction == "up"]
@@ -139,6 +143,11 @@ def accuracy_phenomena(train: list[Transition], val: list[Transition]) -> list[P
             "memorisation", mem.step, ("train_acc",), confidence(mem.score),
             f"train_acc jumps {mem.level_before:.3g} -> {mem.level_after:.3g}",
         ))
+    elif train_curve is not None:
+        mem = early_memorisation(*train_curve)
+        if mem is not None:
+            out.append(Phenomenon("memorisation", mem.step, ("train_acc",), confidence(mem.score),
+                                  f"train_acc reaches {MEMORISED:.0%} from {mem.level_before:.3g} at the first record"))
     gains = [tr for tr in val if tr.kind == "level" and tr.direction == "up"]
     grok = max(gains, key=lambda tr: tr.magnitude, default=None)
     if grok is None:
@@ -156,6 +165,23 @@ def accuracy_phenomena(train: list[Transition], val: list[Transition]) -> list[P
             f"val_acc jumps {grok.level_before:.3g} -> {grok.level_after:.3g}",
         ))
     return out
+
+
+def early_memorisation(steps: np.ndarray, values: np.ndarray) -> Transition | None:
+    """train_acc rising from below 50% at its first record to MEMORISED and staying there (at
+    least 90% of the later records): the rise as a Transition at its first step at MEMORISED, with
+    a score of 8 x the share of later records at MEMORISED (confidence about 0.5), else None."""
+    above = np.flatnonzero(values >= MEMORISED)
+    if values.size < MIN_CURVE_POINTS or values[0] >= 0.5 or above.size == 0:
+        return None
+    first = int(above[0])
+    held = float(np.mean(values[first:] >= MEMORISED))
+    if held < 0.9:
+        return None
+    step = as_step(steps[first])
+    return Transition(step, as_step(steps[0]), step, float(values[0]), float(values[first]),
+                      float(values[first] - values[0]), float((values[first] - values[0]) / values[first]), "up",
+                      CONFIDENCE_SCALE * held)
 
 
 def loss_phenomena(loss: list[Transition]) -> list[Phenomenon]:
