@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/phasetrain report runs/grokking
 
 test: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks examples docs
 	$(PY) -m pytest -q
 
 # backpack-for-pytorch pulls a PyPI torchvision that does not match the local torch build and

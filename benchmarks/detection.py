@@ -127,11 +127,13 @@ def make_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
         rises = (0.15 + (1 - 0.15 * pieces) * rng.dirichlet(np.ones(pieces))) * (top - start)
         trend = str(rng.choice(["saturating", "flat"]))
         if centres:
-            clean = start + rises[-1] * (1 - np.exp(-u / rng.uniform(0.05, 0.5))) if trend == "saturating" else np.full(n, start)
+            clean = (start + rises[-1] * (1 - np.exp(-u / rng.uniform(0.05, 0.5))) if trend == "saturating"
+                     else np.full(n, start))
             clean = clean + sum(r * _sigmoid(tf, c, w) for r, c, w in zip(rises[:-1], centres, widths))
             smallest = float(rises[:-1].min())
         else:
-            clean = start + (top - start) * (1 - np.exp(-u / rng.uniform(0.05, 0.5))) if trend == "saturating" else np.full(n, start)
+            clean = (start + (top - start) * (1 - np.exp(-u / rng.uniform(0.05, 0.5))) if trend == "saturating"
+                     else np.full(n, start))
             smallest = rng.uniform(0.05, 0.5)
         # binomial-like noise: largest at 0.5, small near 0 and 1
         sigma = smallest / snr
@@ -511,7 +513,8 @@ def print_table(title: str, rows: dict) -> None:
     for name, s in rows.items():
         print(
             f"{name:28s} {s['curves']:6d} {s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f} "
-            f"{s['false_positives_per_free_curve']:8.3f} {s['false_alarms_per_curve']:8.3f} {s['median_error_steps']!s:>10s} "
+            f"{s['false_positives_per_free_curve']:8.3f} {s['false_alarms_per_curve']:8.3f} "
+            f"{s['median_error_steps']!s:>10s} "
             f"{s['median_error_fraction_of_run']!s:>9s} {s['mean_seconds_per_curve']:8.4f}"
         )
 
@@ -553,11 +556,13 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="fewer, shorter curves (for CI)")
     parser.add_argument("--curves", type=int, default=None, help="number of curves (default 400, 60 with --small)")
     parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("--family-curves", type=int, default=None, help="curves per family (default 60, 12 with --small)")
+    parser.add_argument("--family-curves", type=int, default=None,
+                        help="curves per family (default 60, 12 with --small)")
     parser.add_argument("--ruptures-max", type=int, default=5000, help="longest curve given to Binseg and Window")
     parser.add_argument("--pelt-max", type=int, default=1000, help="longest curve given to PELT")
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--tables", type=Path, metavar="JSON", help="print the markdown tables of a results file and exit")
+    parser.add_argument("--tables", type=Path, metavar="JSON",
+                        help="print the markdown tables of a results file and exit")
     args = parser.parse_args()
     if args.tables:
         print(markdown_tables(json.loads(args.tables.read_text())))

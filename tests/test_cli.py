@@ -286,7 +286,8 @@ def test_detect_reports_the_kinds_asked_for_and_refuses_unknown_ones(tmp_path, c
         history.log(step, {"sharpness": value})
     (tmp_path / "run").mkdir()
     save_metrics(tmp_path / "run" / "metrics.json", history, {})
-    found = json.loads(_run(capsys, "detect", tmp_path / "run", "--metric", "sharpness", "--kinds", "slope", "--json")[1])
+    found = json.loads(_run(capsys, "detect", tmp_path / "run", "--metric", "sharpness", "--kinds", "slope",
+                            "--json")[1])
     assert [t["kind"] for t in found] == ["slope"] and abs(found[0]["step"] - 500) <= 25
     table = _run(capsys, "detect", tmp_path / "run", "--metric", "sharpness", "--kinds", "level,slope")[1]
     assert "slope" in table.splitlines()[2]

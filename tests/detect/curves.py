@@ -23,7 +23,8 @@ def power_law_loss(t: np.ndarray, rng: np.random.Generator, noise: float = 0.05)
     return 2.5 * (t / 10 + 1) ** -0.5 * np.exp(rng.normal(0, noise, t.size))
 
 
-def eos_sharpness(seed: int = 0, n: int = 3000, arrival: int = 1200, oscillate: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def eos_sharpness(seed: int = 0, n: int = 3000, arrival: int = 1200,
+                  oscillate: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """hessian_eig_1 of a full-batch run at the edge of stability (lr = 0.05, 2/lr = 40).
 
     Progressive sharpening: a slightly convex rise from 5 to 40 that arrives at 2/lr at step

@@ -12,7 +12,8 @@ def grokking_run(seed: int = 0):
     t = np.arange(10, 10_001, 10)
     train_acc = 0.1 + 0.89 * sigmoid(t, 1000, 100) + rng.normal(0, 0.005, t.size)
     val_acc = 0.02 + 0.95 * sigmoid(t, 8000, 300) + rng.normal(0, 0.005, t.size)
-    loss = 2.0 * np.exp(-1.5 * sigmoid(t, 1000, 100) - 2.0 * sigmoid(t, 3000, 100)) * np.exp(rng.normal(0, 0.02, t.size))
+    loss = (2.0 * np.exp(-1.5 * sigmoid(t, 1000, 100) - 2.0 * sigmoid(t, 3000, 100))
+            * np.exp(rng.normal(0, 0.02, t.size)))
     return {"train_acc": (t, train_acc), "val_acc": (t, val_acc), "train_loss": (t, loss)}
 
 

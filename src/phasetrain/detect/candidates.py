@@ -71,7 +71,8 @@ def select(
     """Turn candidates (finest scale first, strongest first within a scale) into transitions.
 
     A candidate whose change lies within its reach of an accepted one (or of a `prior`
-    (step, reach) pair) is the same change seen again, or two merged, and is dropped; the finest scale wins, which keeps close
+    (step, reach) pair) is the same change seen again, or two merged, and is dropped; the finest
+    scale wins, which keeps close
     transitions apart. Each accepted one is then measured at the scale that sees all of it.
     Sorted step lists keep this O(C log C) in the number of candidates C.
     """

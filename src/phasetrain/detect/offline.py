@@ -166,7 +166,8 @@ def early_levels(
     return out
 
 
-def explained_regimes(curve: Curve, var: np.ndarray, window: float | None, levels: list[Transition]) -> list[Transition]:
+def explained_regimes(curve: Curve, var: np.ndarray, window: float | None,
+                      levels: list[Transition]) -> list[Transition]:
     """Regimes that level changes do not explain: a staircase of a few steps is not an
     oscillation. A regime of the curve counts when the curve less its level changes (see
     `level_steps`) is rough there too, or when it holds at least MIN_CYCLE_CHANGES level

@@ -74,7 +74,8 @@ class OnlineDetector:
         if not isinstance(thresholds, Thresholds):
             raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
         self.thresholds = thresholds
-        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1):
+        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int)
+                                        or check_every < 1):
             raise ValueError(f"check_every must be a positive int or None, got {check_every!r}")
         self.check_every = check_every
         self.metric = metric

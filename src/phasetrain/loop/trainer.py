@@ -98,7 +98,8 @@ class PhaseTransitionTrainer(RunViews):
             hessian_k=hessian_k, hessian_batches=hessian_batches, hessian_budget=hessian_budget,
             monitors=tuple(monitors), loggers=loggers,
             keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics, watch_window=watch_window,
-            watch_detector=watch_detector, overwrite=overwrite, device=device, checkpoint_freq=checkpoint_freq, gradient_clip=gradient_clip,
+            watch_detector=watch_detector, overwrite=overwrite, device=device, checkpoint_freq=checkpoint_freq,
+            gradient_clip=gradient_clip,
             early_stopping_patience=early_stopping_patience, early_stopping_min_delta=early_stopping_min_delta,
             scheduler_interval=scheduler_interval, accuracy_fn=accuracy_fn, progress_bar=progress_bar,
             on_nonfinite=on_nonfinite, precision=precision, accumulate_grad_batches=accumulate_grad_batches)
