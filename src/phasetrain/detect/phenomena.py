@@ -112,13 +112,15 @@ def find_phenomena(curves: Any, window_size: float | None = None) -> list[Phenom
     data = read_curves(curves)
     found: list[Phenomenon] = []
 
-    def changes(name: str) -> list[Transition]:
+    def changes(name: str, kinds: tuple[str, ...] = ALL_KINDS) -> list[Transition]:
         if name not in data:
             return []
         t, y = data[name]
-        return detect_transitions(y, t, window_size, kinds=ALL_KINDS)
+        return detect_transitions(y, t, window_size, kinds=kinds)
 
-    found += accuracy_phenomena(changes("train_acc"), changes("val_acc"), data.get("train_acc"))
+    # accuracies jump: their noisy climb before a jump is no oscillation regime to absorb it
+    found += accuracy_phenomena(changes("train_acc", ("level",)), changes("val_acc", ("level",)),
+                                data.get("train_acc"))
     loss = changes("train_loss")
     found += loss_phenomena(loss)
     found += stability_phenomena(data, changes("hessian_eig_1"))
