@@ -23,7 +23,6 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import edge_of_stability  # noqa: E402
 import grokking  # noqa: E402
-
 from phasetrain.detect import detect_transitions, find_phenomena  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results") / "detection_real.json"
