@@ -27,3 +27,15 @@ def loaders() -> tuple[DataLoader, DataLoader]:
     val = TensorDataset(*data[192:])
     return (DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(1)),
             DataLoader(val, batch_size=32))
+
+
+@pytest.fixture(autouse=True)
+def sigint_raises_keyboard_interrupt():
+    """Every test starts with Python's own SIGINT handler: a test run started in the background by
+    a non-interactive shell inherits SIGINT ignored, which phasetrain rightly leaves ignored."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
