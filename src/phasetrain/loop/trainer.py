@@ -175,7 +175,7 @@ class PhaseTransitionTrainer(RunViews):
         self.recorder.open_folder(resuming=resume_from is not None or self.recorder.run_id is not None)
         error: BaseException | None = None
         signals = self._signals = StopSignals()
-        bar = None
+        bar, interrupted = None, False
         try:
             replay = self._resume(resume_from, train_loader, allow_changes) if resume_from is not None else None
             per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
@@ -191,7 +191,8 @@ class PhaseTransitionTrainer(RunViews):
                     if self.should_stop and self.state.batch_in_epoch:
                         break
                     self._end_epoch(val_loader)
-                if not signals.interrupted:
+                interrupted = self._stop_signalled()  # under DDP: a signal on any rank
+                if not interrupted:
                     self.state.finished = True
                     self.recorder.save_checkpoint("final_model.pt", self._checkpoint())
         except BaseException as raised:
@@ -201,7 +202,7 @@ class PhaseTransitionTrainer(RunViews):
             if bar is not None:
                 bar.close()
             self._signals = None
-            self.recorder.finish(error, interrupted=signals.interrupted and error is None)
+            self.recorder.finish(error, interrupted=interrupted and error is None)
         results = self.get_training_summary()
         results.update(history=self.history.to_dict(), log_dir=str(self.log_dir))
         for callback in self._callbacks:
