@@ -25,7 +25,7 @@ from phasetrain.detect.candidates import DEFAULT_WINDOW_FRACTION, DEFAULT_WINDOW
 from phasetrain.report import format_step, plot_run, run_folder, transition_metrics, write_html_report
 from phasetrain.run.history import MetricHistory
 from phasetrain.run.sources import FORMATS, load_run
-from phasetrain.run.summary import phenomena_and_story, training_summary, transitions_by_metric
+from phasetrain.run.summary import phenomena_and_story, training_summary
 
 _USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError, ImportError)
 
@@ -169,16 +169,12 @@ def _load(path: str, format: str = "auto") -> tuple[MetricHistory, dict[str, Any
     return history, meta
 
 
-def _transitions(history: MetricHistory, window_size: float | None) -> dict[str, list[dict[str, Any]]]:
-    return transitions_by_metric(history, transition_metrics(history), window_size=window_size)
-
-
 def _report(args: argparse.Namespace) -> int:
     history, meta = _load(args.run_dir, args.format)
     run_dir = run_folder(args.run_dir)
     _progress(f"detecting transitions in {run_dir} ...")
-    summary = training_summary(history, meta)
-    summary["phase_transitions"] = transitions = _transitions(history, args.window_size)
+    summary = training_summary(history, meta, transition_metrics(history), args.window_size)
+    transitions = summary["phase_transitions"]
     _progress("drawing ...")
     title = run_dir.resolve().name
     png = plot_run(history, args.out or run_dir / "report.png", transitions=transitions, title=title,
@@ -235,10 +231,7 @@ def _transition_table(metric: str, transitions: Sequence[dict[str, Any]]) -> str
 
 def _summary(args: argparse.Namespace) -> int:
     history, meta = _load(args.run_dir, args.format)
-    summary = training_summary(history, meta)
-    summary["phase_transitions"] = _transitions(history, args.window_size)
-    if args.window_size is not None:
-        summary.update(phenomena_and_story(history, args.window_size))
+    summary = training_summary(history, meta, transition_metrics(history), args.window_size)
     if args.json:
         print(json.dumps(_jsonable(summary), indent=2))
         return 0

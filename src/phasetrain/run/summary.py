@@ -6,7 +6,7 @@ and `phasetrain summary RUN_DIR` give the same answer.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,11 +25,15 @@ def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = KEY
             for name in metrics if name in history}
 
 
-def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[str, Any]:
+def training_summary(history: MetricHistory, meta: Mapping[str, Any], metrics: Sequence[str] = KEY_METRICS,
+                     window_size: float | None = None) -> dict[str, Any]:
     """Summary dict: the keys of the original specification (`final_train_acc`, `phase_transitions`,
     `total_training_steps`) plus how the run ended (`status`), final/best losses and accuracies, best
     step, epochs run, early stop, skipped non-finite updates, wall time, and what happened in it,
-    named (`phenomena`; `story`: the same in a few lines of words)."""
+    named (`phenomena`; `story`: the same in a few lines of words).
+
+    metrics: the curves whose transitions `phase_transitions` holds (those recorded); window_size:
+    the detector's window in steps for them and for the phenomena (None: automatic)."""
     return {
         "status": run_status(meta, _last_step(history)),
         "final_train_loss": _last(history, "train_loss"),
@@ -45,8 +49,8 @@ def training_summary(history: MetricHistory, meta: Mapping[str, Any]) -> dict[st
         "stop_reason": meta.get("stop_reason"),
         "nonfinite_skipped": meta.get("nonfinite_skipped", 0),
         "wall_time_s": meta.get("wall_time_s"),
-        "phase_transitions": transitions_by_metric(history),
-        **phenomena_and_story(history),
+        "phase_transitions": transitions_by_metric(history, tuple(metrics), window_size),
+        **phenomena_and_story(history, window_size),
     }
 
 
