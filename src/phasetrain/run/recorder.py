@@ -106,7 +106,7 @@ class RunRecorder:
         if self.folder is None and self.writes:
             self.folder = open_run_folder(self.log_dir, resuming=resuming, overwrite=self.config.overwrite)
         run_id = self.folder.run_id if self.folder is not None else None
-        self.run_id = broadcast_object(run_id) if is_distributed() else run_id
+        self.run_id = broadcast_object(run_id)
 
     def adopt_run(self, checkpoint: dict[str, Any]) -> None:
         """A resume in a folder that names no owner (written before run ids existed, or a
@@ -116,7 +116,7 @@ class RunRecorder:
 
             self.folder.adopt(checkpoint.get("run_id") or new_run_id())
         run_id = self.folder.run_id if self.folder is not None else checkpoint.get("run_id")
-        self.run_id = broadcast_object(run_id) if is_distributed() else run_id
+        self.run_id = broadcast_object(run_id)
 
     def start(self, device: torch.device, planned_steps: int | None = None, optimizer: Any = None) -> None:
         """The run (or its resumed part) begins: per-step figures live on `device`, the online
@@ -232,7 +232,7 @@ class RunRecorder:
         results: dict[str, float] = {}
         for monitor in due:
             results.update(monitor.compute(ctx))
-        self.record(ctx.step, broadcast_object(results) if is_distributed() else results)
+        self.record(ctx.step, broadcast_object(results))
 
     def end_epoch(self) -> tuple[dict[str, float], bool]:
         """Close an epoch: (the epoch's mean train figures, whether the run's best improved in it).
@@ -279,9 +279,13 @@ class RunRecorder:
         recorder's own state, atomically (rank 0; every rank waits for it)."""
         path = self.log_dir / name
         if self.folder is not None:
-            save_checkpoint(path, {**payload, **self.state_dict(), "run_id": self.run_id})
+            save_checkpoint(path, self._with_own_state(payload))
         barrier()
         return path
+
+    def _with_own_state(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint: the front end's `payload`, the recorder's state and the run's id."""
+        return {**payload, **self.state_dict(), "run_id": self.run_id}
 
     def save_best(self, payload: dict[str, Any]) -> None:
         """`best_model.pt` for the state in `payload` (the run's best so far): written now, or, when
@@ -295,7 +299,7 @@ class RunRecorder:
             self.save_checkpoint("best_model.pt", payload)
             self._best_written_at = time.monotonic()
         else:
-            self._pending_best = _copied({**payload, **self.state_dict(), "run_id": self.run_id})
+            self._pending_best = _copied(self._with_own_state(payload))
 
     def write_pending_best(self, force: bool = False) -> None:
         """Write a best state kept in memory, when due (or now, with `force`)."""
