@@ -56,7 +56,7 @@ def batch_correct(outputs: Any, targets: Any, batch_size: int,
                   accuracy_fn: Callable[[Any, Any], Any] | None = None) -> torch.Tensor | None:
     """Correct predictions in a batch counted in samples (0-d tensor; fractional for per-position
     targets), or None when accuracy is undefined."""
-    if accuracy_fn is None and _is_plain_classification(outputs, targets):
+    if accuracy_fn is None and is_plain_classification(outputs, targets):
         return correct_count(outputs, targets)
     accuracy = batch_accuracy(outputs, targets, accuracy_fn)
     return None if accuracy is None else accuracy * batch_size
@@ -65,9 +65,10 @@ def batch_correct(outputs: Any, targets: Any, batch_size: int,
 _PLAIN_CLASSIFICATION: dict[tuple, bool] = {}
 
 
-def _is_plain_classification(outputs: Any, targets: Any) -> bool:
-    """`is_classification` for (N, C) scores against (N,) targets, remembered per shape signature
-    (the training hot path asks it every step with the same shapes)."""
+def is_plain_classification(outputs: Any, targets: Any) -> bool:
+    """`is_classification` for (N, C) scores against (N,) targets (whose arg-max count the
+    training loop leaves to the record), remembered per shape signature (the hot path asks it
+    every step with the same shapes)."""
     if not isinstance(outputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
         return False
     key = (outputs.dtype, outputs.dim(), targets.dtype, targets.dim(), outputs.shape[0] == targets.shape[0])

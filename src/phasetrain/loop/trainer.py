@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from phasetrain.loop.accuracy import batch_accuracy, batch_correct
+from phasetrain.loop.accuracy import batch_accuracy, batch_correct, is_plain_classification
 from phasetrain.loop.batches import as_device, batch_size, check_loader, move_to_device, split_batch
 from phasetrain.loop.callbacks import Callback, EarlyStopping, build_callbacks
 from phasetrain.loop.config import TrainerConfig, check_training_objects
@@ -90,6 +90,7 @@ class PhaseTransitionTrainer(RunViews):
         accumulate_grad_batches: int = 1,
         overwrite: bool = False,
         hessian_budget: float | None = None,
+        watch_budget: float | None = 0.01,
     ) -> None:
         check_training_objects(model, optimizer, loss_fn, scheduler)
         self.config = TrainerConfig(
@@ -98,7 +99,8 @@ class PhaseTransitionTrainer(RunViews):
             hessian_k=hessian_k, hessian_batches=hessian_batches, hessian_budget=hessian_budget,
             monitors=tuple(monitors), loggers=loggers,
             keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics, watch_window=watch_window,
-            watch_detector=watch_detector, overwrite=overwrite, device=device, checkpoint_freq=checkpoint_freq,
+            watch_detector=watch_detector, watch_budget=watch_budget, overwrite=overwrite, device=device,
+            checkpoint_freq=checkpoint_freq,
             gradient_clip=gradient_clip,
             early_stopping_patience=early_stopping_patience, early_stopping_min_delta=early_stopping_min_delta,
             scheduler_interval=scheduler_interval, accuracy_fn=accuracy_fn, progress_bar=progress_bar,
@@ -268,7 +270,7 @@ class PhaseTransitionTrainer(RunViews):
     def _train_epoch(self, loader: Iterable, bar: Any, replay: tuple | None) -> None:
         self.model.train()
         per_epoch = len(loader) if hasattr(loader, "__len__") else None
-        micro: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
+        micro: list[tuple] = []
         for batch in self._order.iterate(self.state.epoch, self.state.batch_in_epoch, replay):
             self.state.batch_in_epoch += 1
             inputs, targets = move_to_device(split_batch(batch), self.device)
@@ -276,8 +278,7 @@ class PhaseTransitionTrainer(RunViews):
                 self.optimizer.zero_grad(set_to_none=True)
             last = len(micro) + 1 == self.config.accumulate_grad_batches or self.state.batch_in_epoch == per_epoch
             outputs, loss = self._update.forward_backward(self._forward, self.loss_fn, inputs, targets, last)
-            n = batch_size(targets)
-            micro.append((loss.detach(), n, batch_correct(outputs, targets, n, self.config.accuracy_fn)))
+            micro.append(self._batch_figures(outputs, loss, targets))
             if last:
                 self._optimizer_step(micro, (inputs, targets), bar)
                 micro = []
@@ -286,10 +287,20 @@ class PhaseTransitionTrainer(RunViews):
         if micro:  # a loader without len() ended inside an accumulation group
             self._optimizer_step(micro, (inputs, targets), bar)
 
+    def _batch_figures(self, outputs: Any, loss: torch.Tensor, targets: Any) -> tuple:
+        """(loss, batch size, correct count, predictions) of a micro-batch: the loss as a float
+        where reads are free (CPU), else a device tensor; the arg-max count of a plain
+        classification batch left to the window (`predictions`, counted once per record)."""
+        value = loss.item() if self._update.reads_on_host else loss.detach()
+        n = batch_size(targets)
+        if self.config.accuracy_fn is None and is_plain_classification(outputs, targets):
+            return value, n, None, (outputs, targets)
+        return value, n, batch_correct(outputs, targets, n, self.config.accuracy_fn), None
+
     def _optimizer_step(self, micro: list, batch: tuple[Any, Any], bar: Any) -> None:
         step = self.state.step + 1
         grad_norm = self._update.grad_norm()
-        losses = [loss for loss, _, _ in micro]
+        losses = [loss for loss, _, _, _ in micro]
         if not self._finite(losses, grad_norm, step):
             return
         due = self.recorder.monitors_due(step)
@@ -301,8 +312,10 @@ class PhaseTransitionTrainer(RunViews):
         if self.scheduler is not None and self.config.scheduler_interval == "step":
             self.scheduler.step()
         window = self.recorder.window
-        for loss, n, correct in micro:
+        for loss, n, correct, predictions in micro:
             window.add_batch(loss, n, correct)
+            if predictions is not None:
+                window.add_predictions(*predictions)
         window.add_grad_norm(grad_norm)
         if step % self.config.log_freq == 0:
             self._log_train_record(step, bar)
@@ -346,29 +359,32 @@ class PhaseTransitionTrainer(RunViews):
                 return self.model(*inputs)
             return self.model(inputs)
 
-    def _finite(self, losses: list[torch.Tensor], grad_norm: torch.Tensor | None, step: int) -> bool:
-        """Apply `on_nonfinite`; True when the update may go ahead. One host sync (and, under DDP,
-        one tiny all-reduce so every rank decides alike). Checks the loss, and the gradient norm
-        when it is computed; with fp16 an overflowing gradient is the scaler's business (it skips
-        that update), not a failure."""
-        total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+    def _finite(self, losses: list, grad_norm: float | torch.Tensor | None, step: int) -> bool:
+        """Apply `on_nonfinite`; True when the update may go ahead. Losses and the norm are host
+        floats on a CPU (no sync) or device tensors (one host sync); under DDP one tiny all-reduce
+        makes every rank decide alike. Checks the loss, and the gradient norm when it is
+        computed; with fp16 an overflowing gradient is the scaler's business (it skips that
+        update), not a failure."""
+        on_host = self._update.reads_on_host
+        total = sum(losses) if on_host or len(losses) == 1 else torch.stack(losses).sum()
         checked_norm = grad_norm if grad_norm is not None and self.config.precision != "fp16" else None
+        both = total if checked_norm is None else total + checked_norm
         if self._distributed:  # the stop signals of all ranks travel in the same reduction
-            both = total if checked_norm is None else total + checked_norm
-            flags = torch.stack([(~torch.isfinite(both)).double(), torch.tensor(float(self._signalled_here()),
-                                                                            dtype=torch.float64, device=self.device)])
+            nonfinite = (not math.isfinite(both)) if on_host else (~torch.isfinite(both)).double()
+            flags = torch.stack([torch.as_tensor(nonfinite, dtype=torch.float64, device=self.device),
+                                 torch.tensor(float(self._signalled_here()), dtype=torch.float64, device=self.device)])
             nonfinite, signalled = distributed.all_reduce_sum(flags).tolist()
             finite, self._any_rank_signalled = not nonfinite, bool(signalled)
-        else:  # two scalar reads cost less than one more kernel
-            finite = math.isfinite(total.item()) and (checked_norm is None or math.isfinite(checked_norm.item()))
+        else:
+            finite = math.isfinite(both if on_host else both.item())
         if finite:
             return True
         if self.config.on_nonfinite == "skip":
             self.state.nonfinite_skipped += 1
             self.recorder.record(step, {"nonfinite_skipped": self.state.nonfinite_skipped})
             return False
-        loss = torch.stack(losses).double().mean().item()
-        norm = float("nan") if grad_norm is None else grad_norm.item()
+        loss = sum(float(value) for value in losses) / len(losses)
+        norm = float("nan") if grad_norm is None else float(grad_norm)
         message = f"non-finite loss or gradient norm at step {step} (loss={loss:.4g}, grad_norm={norm:.4g})"
         self.recorder.save_step_checkpoint(self._checkpoint())
         if self.config.on_nonfinite == "raise":

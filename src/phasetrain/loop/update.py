@@ -9,7 +9,7 @@ from typing import Any, Callable, ContextManager
 import torch
 from torch import nn
 
-from phasetrain.monitors.norms import global_grad_norm
+from phasetrain.monitors.norms import global_grad_norm, host_grad_norm
 
 
 class UpdateStep:
@@ -17,7 +17,9 @@ class UpdateStep:
 
     `accumulate` micro-batches make one update; each micro-batch loss is divided by `accumulate`
     so the summed gradient is that of their mean (equal micro-batch sizes). Under DDP, gradients
-    are synchronised only on the last micro-batch (`no_sync` on the others).
+    are synchronised only on the last micro-batch (`no_sync` on the others). On a CPU
+    (`reads_on_host`) figures are read to the host as floats, where a read costs no sync;
+    elsewhere they stay device tensors.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -28,6 +30,7 @@ class UpdateStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.scaler = grad_scaler(device, precision)
         self._no_sync = getattr(model, "no_sync", None)  # DDP only; looked up once, not per step
+        self.reads_on_host = device.type == "cpu"
 
     def forward_backward(self, forward: Callable[[Any], Any], loss_fn: Callable[[Any, Any], torch.Tensor],
                          inputs: Any, targets: Any, last_micro_batch: bool) -> tuple[Any, torch.Tensor]:
@@ -41,15 +44,17 @@ class UpdateStep:
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         return outputs, loss
 
-    def grad_norm(self) -> torch.Tensor | None:
+    def grad_norm(self) -> float | torch.Tensor | None:
         """Global L2 norm of the (unscaled) gradients before clipping, clipping them to
-        `gradient_clip` when set; None when neither tracked nor clipped."""
+        `gradient_clip` when set; None when neither tracked nor clipped. A float when
+        `reads_on_host`, else a 0-d device tensor."""
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.gradient_clip is not None:
-            return nn.utils.clip_grad_norm_(self.params, self.gradient_clip)
+            norm = nn.utils.clip_grad_norm_(self.params, self.gradient_clip)
+            return norm.item() if self.reads_on_host else norm
         if self.track_gradients:
-            return global_grad_norm(self.params)
+            return host_grad_norm(self.params) if self.reads_on_host else global_grad_norm(self.params)
         return None
 
     def apply(self) -> None:
