@@ -44,6 +44,22 @@ def test_sharp_change_fires_within_two_windows():
     assert when - 2500 <= 2 * 100
 
 
+def test_records_fed_in_chunks_check_once_a_chunk_and_find_the_same_changes():
+    """`extend` (what the watcher does under a time budget) finds each change of the staircase at
+    the step record-by-record updates find it, with a fifth of the checks."""
+    t, y, _ = staircase()
+    one_by_one = [tr.step for _, tr in run_online(OnlineDetector(100, scale="linear"), t, y)]
+    chunked = OnlineDetector(100, scale="linear")
+    checks = []
+    check = chunked._check
+    chunked._check = lambda: checks.append(1) or check()
+    found = []
+    for start in range(0, t.size, 125):
+        found += chunked.extend(t[start:start + 125], y[start:start + 125])
+    assert [tr.step for tr in found] == one_by_one and len(one_by_one) == 3
+    assert len(checks) == t.size // 125
+
+
 def test_online_finds_grokking_and_nothing_on_a_smooth_loss():
     t, y = grokking_val_acc()
     fired = run_online(OnlineDetector(100), t, y)

@@ -28,7 +28,7 @@ def started(tmp_path, resuming=False, **kwargs) -> RunRecorder:
 
 def test_online_detection_calls_the_hooks_with_the_transition(tmp_path):
     found = []
-    recorder = started(tmp_path, watch_metrics=("val_acc",), watch_window=20)
+    recorder = started(tmp_path, watch_metrics=("val_acc",), watch_window=20, watch_budget=None)
     recorder.transition_hooks.append(found.append)
     for step, value in step_curve():
         recorder.record(step, {"val_acc": value, "lr": 0.1})
@@ -48,12 +48,13 @@ def test_the_online_window_follows_the_planned_run_when_not_given(tmp_path):
 
 
 def test_restore_from_file_keeps_records_up_to_the_checkpoint_and_the_detectors_state(tmp_path):
-    first = started(tmp_path, watch_metrics=("val_acc",), watch_window=20)
+    first = started(tmp_path, watch_metrics=("val_acc",), watch_window=20, watch_budget=None)
     for step, value in step_curve():
         first.record(step, {"val_acc": value})
     first.state.step = 400
     first.finish()
-    resumed = RunRecorder(RecordingConfig(tmp_path, watch_metrics=("val_acc",), watch_window=20), "test")
+    resumed = RunRecorder(RecordingConfig(tmp_path, watch_metrics=("val_acc",), watch_window=20, watch_budget=None),
+                          "test")
     resumed.restore_from_file(300)
     np.testing.assert_array_equal(resumed.history.steps("val_acc"), np.arange(1, 301))
     assert resumed.transitions == first.transitions and resumed.state.step == 300

@@ -38,7 +38,7 @@ def test_transition_fires_once_within_bounded_delay(tmp_path):
     model = make_mlp()
     trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.01), nn.CrossEntropyLoss(),
                                      log_dir=tmp_path, monitors=[ScriptedProbe(jump=300)], watch_metrics=("probe",),
-                                     watch_window=20, progress_bar=False, checkpoint_freq=None)
+                                     watch_window=20, watch_budget=None, progress_bar=False, checkpoint_freq=None)
     seen = Seen()
     trainer.train(data, num_epochs=12, callbacks=[seen])  # 600 steps
     assert len(seen.events) == 1
@@ -51,7 +51,7 @@ def test_transition_fires_once_within_bounded_delay(tmp_path):
 
 
 def test_watcher_windows_follow_sparse_recording_and_state_round_trips():
-    watcher = TransitionWatcher(("val_acc",), window_size=10)
+    watcher = TransitionWatcher(("val_acc",), window_size=10, time_budget=None)
     rng = np.random.default_rng(1)
     steps = np.arange(100, 20001, 100)
     values = np.where(steps >= 10000, 0.95, 0.05) + 0.01 * rng.standard_normal(steps.size)
@@ -61,7 +61,7 @@ def test_watcher_windows_follow_sparse_recording_and_state_round_trips():
     buffer = io.BytesIO()
     torch.save(watcher.state_dict(), buffer)  # the state goes into checkpoints: plain types only
     buffer.seek(0)
-    clone = TransitionWatcher(("val_acc",), window_size=10)
+    clone = TransitionWatcher(("val_acc",), window_size=10, time_budget=None)
     clone.load_state_dict(torch.load(buffer, weights_only=True))
     assert clone._detectors["val_acc"].window_size == 1000  # 10 records of 100 steps, not 10 steps
     for step, value in zip(steps[120:], values[120:]):
@@ -132,3 +132,83 @@ def test_any_stream_detector_watches_through_the_trainer_and_survives_a_resume(t
     assert first.recorder.watcher.state_dict()["detectors"]["probe"] == {"fired": True}
     trainer().train(batches, num_epochs=6, callbacks=[Collect()], resume_from="latest")  # from step 40
     assert found == [("probe", 30)]  # the restored detector remembers it fired: no second report
+
+
+class FakeClock:
+    """A clock the test moves: `advance` seconds of training pass between records."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingDetector:
+    """Wraps the default detector and counts the checks it makes (calls to _check)."""
+
+    def __init__(self, window_size, metric):
+        from phasetrain.detect import OnlineDetector
+
+        self.inner = OnlineDetector(window_size=window_size, metric=metric, check_every=4)
+        self.checks = 0
+        check = self.inner._check
+
+        def counted():
+            self.checks += 1
+            return check()
+        self.inner._check = counted
+
+    def update(self, step, value):
+        return self.inner.update(step, value)
+
+    def extend(self, steps, values):
+        return self.inner.extend(steps, values)
+
+
+def watch_with_clock(budget, seconds_per_record, check_seconds):
+    """A step curve fed through a watcher whose clock moves `seconds_per_record` between records
+    and `check_seconds` inside each detector check; returns (watcher, detector, transitions)."""
+    clock = FakeClock()
+    made = []
+
+    def factory(window_size, metric):
+        detector = CountingDetector(window_size, metric)
+        check = detector.inner._check
+
+        def costly():
+            clock.now += check_seconds
+            return check()
+        detector.inner._check = costly
+        made.append(detector)
+        return detector
+
+    watcher = TransitionWatcher(("val_acc",), window_size=200, detector=factory, time_budget=budget, clock=clock)
+    rng = np.random.default_rng(3)
+    found = []
+    for step in range(10, 6001, 10):
+        clock.now += seconds_per_record
+        value = (0.9 if step >= 3000 else 0.1) + 0.01 * float(rng.standard_normal())
+        found += watcher.observe(step, {"val_acc": value})
+    found += watcher.flush()
+    return watcher, made[0], found
+
+
+def test_a_watch_budget_holds_records_back_on_a_fast_loop_and_finds_the_same_change():
+    """Checks of 1 ms on a loop that records every 0.2 ms would take most of the time: with a 1%
+    budget far fewer checks run, the time in checks stays near the budget, and the jump is found
+    at the same step as with every check."""
+    _, free, found_free = watch_with_clock(None, 2e-4, 1e-3)
+    watcher, held, found_held = watch_with_clock(0.01, 2e-4, 1e-3)
+    assert [t.step for t in found_held] == [t.step for t in found_free] and len(found_free) == 1
+    assert abs(found_free[0].step - 3000) <= 20
+    assert held.checks < free.checks / 5
+    elapsed = 600 * 2e-4 + held.checks * 1e-3
+    assert watcher._spent <= 0.01 * elapsed + 1e-3  # at most one check over the budget
+
+
+def test_a_watch_budget_changes_nothing_on_a_slow_loop():
+    """Records every 50 ms: 1 ms checks take 0.5% of the time, under a 1% budget: every check runs."""
+    _, free, found_free = watch_with_clock(None, 0.05, 1e-3)
+    _, budgeted, found_budgeted = watch_with_clock(0.01, 0.05, 1e-3)
+    assert budgeted.checks == free.checks and found_budgeted == found_free

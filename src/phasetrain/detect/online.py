@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -98,6 +98,18 @@ class OnlineDetector:
 
     def update(self, step: float, value: float) -> list[Transition]:
         """Add the record (step, value); return the transitions it confirms (usually [])."""
+        return self._check() if self._add(step, value) else []
+
+    def extend(self, steps: Sequence[float], values: Sequence[float]) -> list[Transition]:
+        """Add records in order, checking once at the end if a check fell due among them: what a
+        caller that holds records back to spend less time on checks feeds at once."""
+        due = False
+        for step, value in zip(steps, values):
+            due = self._add(step, value) or due
+        return self._check() if due else []
+
+    def _add(self, step: float, value: float) -> bool:
+        """Take one record; True when a check is due (every `check_every` records)."""
         step = float(step)
         if not math.isfinite(step):
             raise ValueError(f"step must be finite, got {step!r}")
@@ -106,24 +118,24 @@ class OnlineDetector:
         self._last_step = step
         value = float(value)
         if not math.isfinite(value):
-            return []
+            return False
         self._t.append(step)
         self._y.append(value)
         if self._spacing is None:
             if len(self._t) < WARMUP:
-                return []
+                return False
             self._start()
         elif self._log:
             if value <= 0:
                 self._t.pop()
                 self._y.pop()
-                return []
+                return False
             self._y[-1] = math.log(value)
         self._since_check += 1
         if self._since_check < self._every:
-            return []
+            return False
         self._since_check = 0
-        return self._check()
+        return True
 
     def _start(self) -> None:
         """After WARMUP records: fix the scale, the recording interval and the scales."""
@@ -145,7 +157,7 @@ class OnlineDetector:
                 f"{self._spacing:g} steps; online detection needs at least {MIN_WINDOW_RECORDS} records a window "
                 f"to tell changes from noise and bumps: pass window_size >= {MIN_WINDOW_RECORDS * self._spacing:g}",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _plan(self) -> None:

@@ -96,6 +96,7 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
         watch_metrics: Sequence[str] = KEY_METRICS,
         watch_window: int | None = None,
         watch_detector: Callable[..., Any] | None = None,
+        watch_budget: float | None = 0.01,
         on_phase_transition: Callable[..., Any] | None = None,
     ) -> None:
         if loss_fn is not None and not callable(loss_fn):
@@ -114,7 +115,8 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
                                  hessian_budget=hessian_budget, hessian_batches=hessian_batches,
                                  monitors=tuple(monitors), loggers=loggers,
                                  keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
-                                 watch_window=watch_window, watch_detector=watch_detector)
+                                 watch_window=watch_window, watch_detector=watch_detector,
+                                 watch_budget=watch_budget)
         self.recorder = RunRecorder(config, "lightning")
         if on_phase_transition is not None:
             self.recorder.transition_hooks.append(transition_hook(on_phase_transition, self))

@@ -137,6 +137,7 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
         watch_metrics: Sequence[str] = KEY_METRICS,
         watch_window: int | None = None,
         watch_detector: Callable[..., Any] | None = None,
+        watch_budget: float | None = 0.01,
         on_phase_transition: Callable[..., Any] | None = None,
     ) -> None:
         if track_hessian and hessian_batches is None:
@@ -149,7 +150,8 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
                                  hessian_budget=hessian_budget, hessian_batches=pairs,
                                  monitors=tuple(monitors), loggers=loggers,
                                  keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
-                                 watch_window=watch_window, watch_detector=watch_detector)
+                                 watch_window=watch_window, watch_detector=watch_detector,
+                                 watch_budget=watch_budget)
         self.recorder = RunRecorder(config, "transformers")
         if on_phase_transition is not None:
             self.recorder.transition_hooks.append(transition_hook(on_phase_transition, self))

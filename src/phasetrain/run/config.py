@@ -107,6 +107,13 @@ def check_watch_metrics(watch_metrics: Sequence[str], extra_names: Iterable[str]
     return unknown
 
 
+def check_fraction_of_time(name: str, value: Any) -> None:
+    """A share of training wall time: a number in (0, 1), or None."""
+    check_float(name, value, strict=True, allow_none=True)
+    if value is not None and value >= 1:
+        raise ValueError(f"{name} must be a fraction of training wall time in (0, 1) or None, got {value!r}")
+
+
 def optimizer_settings(optimizer: Any) -> dict[str, Any]:
     """An optimizer's class and the hyperparameters of its first parameter group (lr, momentum,
     weight_decay, betas, ...), as JSON values: what `phasetrain compare --by weight_decay` reads.
@@ -169,6 +176,11 @@ class RecordingConfig:
     """The online detector's smallest window in steps (at least 10 records of a metric). None: the
     automatic window of offline detection, 1% of the planned run (100 steps when the length of the
     run is not known in advance, as in a hand-written loop)."""
+    watch_budget: float | None = 0.01
+    """The largest fraction of wall time online detection may take. A check costs about a
+    millisecond whatever the step time; on loops of sub-millisecond steps records are held back
+    and checked together, which confirms a change later (in steps) but finds the same changes.
+    None: every record is checked at the full cadence (about four times a window)."""
 
     def __post_init__(self) -> None:
         self.check()
@@ -191,10 +203,8 @@ class RecordingConfig:
         check_int("watch_window", self.watch_window, allow_none=True)
         check_int("keep_last_checkpoints", self.keep_last_checkpoints, allow_none=True)
         check_choice("hessian_method", self.hessian_method, tuple(METHODS))
-        check_float("hessian_budget", self.hessian_budget, strict=True, allow_none=True)
-        if self.hessian_budget is not None and self.hessian_budget >= 1:
-            raise ValueError(f"hessian_budget must be a fraction of training wall time in (0, 1) or None, "
-                             f"got {self.hessian_budget!r}")
+        check_fraction_of_time("hessian_budget", self.hessian_budget)
+        check_fraction_of_time("watch_budget", self.watch_budget)
         check_metric_names("watch_metrics", self.watch_metrics)
         check_watch_metrics(self.watch_metrics, [name for m in self.monitors for name in getattr(m, "names", ())])
         check_logger_spec(self.loggers)

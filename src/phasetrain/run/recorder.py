@@ -82,7 +82,7 @@ class RunRecorder:
         self.window = StepAccumulator(torch.device("cpu"))
         self.epoch_totals = EpochTotals()
         self.watcher = TransitionWatcher(config.watch_metrics, config.watch_window or automatic_window(None),
-                                         config.watch_detector)
+                                         config.watch_detector, time_budget=config.watch_budget)
         self.transition_hooks: list[Callable[[Transition], Any]] = []
         self.streams: list[Any] = []
         self.device = torch.device("cpu")
@@ -154,6 +154,8 @@ class RunRecorder:
         elif self.state.stop_reason is None:
             self.state.stop_reason = f"{type(error).__name__}: {error}".strip()
         try:
+            if error is None:
+                self._announce(self.watcher.flush())  # records held back by the watch budget
             self.write_pending_best(force=True)
             path = self.save_metrics() if self.started else self.log_dir / "metrics.json"
         finally:
@@ -204,7 +206,11 @@ class RunRecorder:
             self._new_best(step, value)
         for stream in self.streams:
             stream.log(step, clean)
-        for transition in self.watcher.observe(step, clean):
+        self._announce(self.watcher.observe(step, clean))
+
+    def _announce(self, transitions: list[Transition]) -> None:
+        """Log the transitions the online detectors confirmed and call the hooks with each."""
+        for transition in transitions:
             LOGGER.info("phase transition in %s at step %s (%s, score %.3g)", transition.metric, transition.step,
                         transition.direction, transition.score)
             for hook in self.transition_hooks:
@@ -400,9 +406,10 @@ class RunRecorder:
                                                                      for v in values[keep].tolist()]}
         self.history = MetricHistory.from_dict(kept)
         self.watcher = TransitionWatcher(self.config.watch_metrics, self.watcher.window_size,
-                                         self.config.watch_detector)
+                                         self.config.watch_detector, time_budget=None)  # a replay: all checked
         for step, record in self.history.records():
             self.watcher.observe(step, record)
+        self.watcher.time_budget = self.config.watch_budget
         self.state.step = up_to_step
         self.state.epochs_run = int(meta.get("epochs_run") or 0)
         self.state.wall_time_s = float(meta.get("wall_time_s") or 0.0)

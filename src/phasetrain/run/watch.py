@@ -7,10 +7,18 @@ the metric is logged (validation once an epoch, curvature every `hessian_freq` s
 default detector (`OnlineDetector`) checks every max(4, a quarter window) records and confirms a
 sharp change within about one window after it completes; any `StreamDetector` (`update`,
 `state_dict`, `load_state_dict`) can take its place through the `detector` factory.
+
+A check costs about a millisecond whatever the step time, so on a loop of sub-millisecond steps
+four checks a window would cost more than the training they watch. With a `time_budget` (a
+fraction of wall time), while the checks so far have taken more than that fraction of the time
+since the first record, records are held back and later fed at once, with one check
+(`OnlineDetector.extend`): the same records are examined, confirmation comes later in wall time
+and in steps, and detection never costs much more than the budget.
 """
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 from phasetrain.detect import OnlineDetector, StreamDetector, Transition
@@ -23,6 +31,8 @@ RECORDS_PER_WINDOW = 10
 # window of its end at about 25 microseconds per step at log_freq=10.
 MIN_CHECK_EVERY = 4
 CHECKS_PER_WINDOW = 4
+# Default share of wall time online checks may take before records are held back.
+WATCH_BUDGET = 0.01
 DetectorFactory = Callable[[float, str], StreamDetector]
 # The online window when the run's length is not known in advance (a hand-written loop), in steps.
 UNPLANNED_WINDOW = 100
@@ -47,11 +57,18 @@ class TransitionWatcher:
 
     `window_size`: the smallest window in steps (raised to 10 records of each metric). `detector`:
     a factory `(window_steps, metric) -> StreamDetector` for another online detector; None uses
-    `OnlineDetector`."""
+    `OnlineDetector`. `time_budget`: the fraction of wall time the detectors may take (records
+    are held back while they took more), or None to feed every record as it comes. `clock`:
+    seconds, for the budget."""
 
     def __init__(self, metrics: Sequence[str] = KEY_METRICS, window_size: float = 100,
-                 detector: DetectorFactory | None = None) -> None:
+                 detector: DetectorFactory | None = None, time_budget: float | None = WATCH_BUDGET,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.detector = detector
+        self.time_budget, self.clock = time_budget, clock
+        self._spent = 0.0  # seconds in detectors since the first record
+        self._began: float | None = None
+        self._held: dict[str, list[list[float]]] = {}  # name -> [[step, value], ...] held back
         self.metrics = tuple(metrics)
         self.window_size = window_size
         self._first: dict[str, tuple[float, float]] = {}
@@ -62,6 +79,10 @@ class TransitionWatcher:
 
     def observe(self, step: int, record: Mapping[str, float]) -> list[Transition]:
         """Feed one record (name -> value at `step`); return newly confirmed transitions, metric set."""
+        now = self.clock()
+        if self._began is None:
+            self._began = now
+        hold = self.time_budget is not None and self._spent > self.time_budget * (now - self._began)
         confirmed: list[Transition] = []
         for name in self.metrics:
             if name not in record or step <= self._last_step.get(name, -math.inf):
@@ -72,9 +93,32 @@ class TransitionWatcher:
                 detector = self._start(name, step, record[name])
                 if detector is None:
                     continue
-            confirmed += [t.with_metric(name) for t in detector.update(step, record[name])]
+            held = self._held.setdefault(name, [])
+            held.append([step, record[name]])
+            if not hold:
+                confirmed += self._feed(name, detector)
+        self._spent += self.clock() - now
         self.found += confirmed
         return confirmed
+
+    def flush(self) -> list[Transition]:
+        """Feed every record held back (the run ends); return what that confirms."""
+        confirmed: list[Transition] = []
+        for name, detector in self._detectors.items():
+            confirmed += self._feed(name, detector)
+        self.found += confirmed
+        return confirmed
+
+    def _feed(self, name: str, detector: StreamDetector) -> list[Transition]:
+        held, self._held[name] = self._held.get(name, []), []
+        if not held:
+            return []
+        extend = getattr(detector, "extend", None)
+        if extend is not None:
+            found = extend([s for s, _ in held], [v for _, v in held])
+        else:
+            found = [t for s, v in held for t in detector.update(s, v)]
+        return [t.with_metric(name) for t in found]
 
     def _start(self, name: str, step: int, value: float) -> StreamDetector | None:
         if name not in self._first:
@@ -101,6 +145,7 @@ class TransitionWatcher:
             "detectors": {name: d.state_dict() for name, d in self._detectors.items()},
             "found": [t.to_dict() for t in self.found],
             "last_step": dict(self._last_step),
+            "held": {name: [list(pair) for pair in held] for name, held in self._held.items() if held},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -114,3 +159,4 @@ class TransitionWatcher:
             self._detectors[name] = detector
         self.found = [Transition(**t) for t in state["found"]]
         self._last_step = dict(state["last_step"])
+        self._held = {name: [list(pair) for pair in held] for name, held in state.get("held", {}).items()}
