@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn, optim
 
-from phasetrain import PhaseTransitionTrainer
+from phasetrain import Callback, Monitor, PhaseTransitionTrainer
 from phasetrain.curvature import HessianOperator, lanczos, lobpcg, spectral_density
 from phasetrain.monitors.base import StepContext
 from phasetrain.monitors.hessian import HessianMonitor
@@ -168,3 +168,48 @@ def test_resume_on_cuda_matches_uninterrupted(tmp_path):
     resumed = run(tmp_path / "part", 3, resume="latest")
     for a, b in zip(full.parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+class SyncWatch(Monitor):
+    """Turns CUDA's sync debug mode to "error" from the end of each record (`on_log`) until the next
+    record step begins its monitors: every step in between (forward, backward, gradient norm,
+    finiteness check, update, scheduler, the per-step window) must not synchronise the host."""
+
+    names = ()
+
+    def __init__(self, log_freq: int) -> None:
+        self.log_freq = log_freq
+        self.strict_steps = 0  # steps whose forward, backward and checks ran under "error"
+
+    def should_run(self, step: int) -> bool:
+        if torch.cuda.get_sync_debug_mode() != 0:
+            self.strict_steps += 1
+        if step % self.log_freq == 0:
+            torch.cuda.set_sync_debug_mode(0)  # the record reads its figures: syncs allowed
+        return False
+
+    def compute(self, ctx):
+        return {}
+
+
+class StrictAfterRecord(Callback):
+    def on_log(self, trainer, step, metrics):
+        torch.cuda.set_sync_debug_mode("error")
+
+
+def test_steps_that_do_not_record_never_synchronise_the_host(tmp_path):
+    """A fused optimizer takes the found-inf tensor: finiteness is checked on the device and read at
+    the record, so a non-logging step makes no host-device synchronisation."""
+    model = mlp().cuda()
+    batches = [(x.cuda(), y.cuda()) for x, y in data(40)]
+    watch = SyncWatch(log_freq=10)
+    trainer = PhaseTransitionTrainer(model, optim.AdamW(model.parameters(), lr=1e-2, fused=True), nn.CrossEntropyLoss(),
+                                     device="cuda", log_dir=tmp_path, log_freq=10, progress_bar=False,
+                                     checkpoint_freq=None, monitors=[watch], watch_metrics=())
+    assert trainer._checks_on_device
+    try:
+        results = trainer.train(batches, num_epochs=1, callbacks=[StrictAfterRecord()])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert results["total_training_steps"] == 40 and watch.strict_steps == 30  # steps 11-40
+    assert len(trainer.history.steps("train_loss")) == 4

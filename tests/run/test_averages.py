@@ -35,7 +35,7 @@ def test_held_outputs_past_the_limit_are_counted_at_once(monkeypatch):
     monkeypatch.setattr(averages, "PENDING_OUTPUTS_LIMIT", 10)
     window = StepAccumulator(torch.device("cpu"))
     window.add_predictions(*scores(2, 4))  # 12 elements: counted at once, nothing held
-    assert window._outputs == [] and len(window._device[1]) == 1
+    assert window._outputs == [] and len(window._correct) == 1
     window.add_batch(1.0, 4, None)
     assert window.read()[0]["train_acc"] == pytest.approx(0.5)
 
@@ -63,3 +63,14 @@ def test_a_window_saved_by_the_earlier_layout_still_loads():
     means, weights = window.read()
     assert means == pytest.approx({"train_loss": (2 + 12) / 4, "train_acc": 0.75, "grad_norm": 1.5})
     assert weights == {"train_loss": 4, "train_acc": 4, "grad_norm": 1}
+
+
+def test_non_finite_device_values_are_left_out_with_their_weight():
+    """An update skipped on the device (its loss or norm not finite) does not poison the means."""
+    window = StepAccumulator(torch.device("cpu"))
+    window.add_batch(torch.tensor(2.0), 4, None)
+    window.add_batch(torch.tensor(float("nan")), 4, None)
+    window.add_grad_norm(torch.tensor(3.0))
+    window.add_grad_norm(torch.tensor(float("inf")))
+    means, weights = window.read()
+    assert means == {"train_loss": 2.0, "grad_norm": 3.0} and weights == {"train_loss": 4, "grad_norm": 1}

@@ -12,6 +12,7 @@ meta), exactly as it does for the Lightning and Hugging Face callbacks. Conventi
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import warnings
@@ -125,6 +126,10 @@ class PhaseTransitionTrainer(RunViews):
         self._distributed = distributed.is_distributed()  # asked once: the loop asks every update
         self._any_rank_signalled = False
         self._own_loop_started = False
+        # finiteness checked on the device (an accelerator with a fused optimizer), read per record
+        self._unread: list[torch.Tensor] = []
+        self._bad_since_read: torch.Tensor | None = None
+        self._schedule_mark: tuple | None = None
 
     def __getattr__(self, name: str) -> Any:
         """`trainer.log_freq` and every other setting read from `trainer.config`."""
@@ -183,6 +188,7 @@ class PhaseTransitionTrainer(RunViews):
             per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
             total = num_epochs * per_epoch // self.config.accumulate_grad_batches if per_epoch else None
             self.recorder.start(self.device, planned_steps=total, optimizer=self.optimizer)
+            self._schedule_mark = self._scheduler_position()
             bar = progress_bar(self.config.progress_bar if self.is_main_process else False, total, self.state.step)
             with signals:
                 for callback in self._callbacks:
@@ -283,9 +289,11 @@ class PhaseTransitionTrainer(RunViews):
                 self._optimizer_step(micro, (inputs, targets), bar)
                 micro = []
                 if self.should_stop:
-                    return
-        if micro:  # a loader without len() ended inside an accumulation group
-            self._optimizer_step(micro, (inputs, targets), bar)
+                    break
+        else:
+            if micro:  # a loader without len() ended inside an accumulation group
+                self._optimizer_step(micro, (inputs, targets), bar)
+        self._settle_nonfinite()  # what was checked on the device is read by the epoch's end
 
     def _batch_figures(self, outputs: Any, loss: torch.Tensor, targets: Any) -> tuple:
         """(loss, batch size, correct count, predictions) of a micro-batch: the loss as a float
@@ -301,13 +309,16 @@ class PhaseTransitionTrainer(RunViews):
         step = self.state.step + 1
         grad_norm = self._update.grad_norm()
         losses = [loss for loss, _, _, _ in micro]
-        if not self._finite(losses, grad_norm, step):
+        skip = None
+        if self._checks_on_device:
+            skip = self._guard_on_device(losses, grad_norm)
+        elif not self._finite(losses, grad_norm, step):
             return
         due = self.recorder.monitors_due(step)
         if due:
             ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, self.state.epoch, batch, self.device)
             self.recorder.run_monitors(ctx, due)
-        self._update.apply()
+        self._update.apply(skip)
         self.state.step = step
         if self.scheduler is not None and self.config.scheduler_interval == "step":
             self.scheduler.step()
@@ -317,12 +328,18 @@ class PhaseTransitionTrainer(RunViews):
             if predictions is not None:
                 window.add_predictions(*predictions)
         window.add_grad_norm(grad_norm)
-        if step % self.config.log_freq == 0:
+        checkpoint_due = bool(self.config.checkpoint_freq) and step % self.config.checkpoint_freq == 0
+        records = step % self.config.log_freq == 0
+        if (records or checkpoint_due) and self._settle_nonfinite():
+            return
+        if records:
             self._log_train_record(step, bar)
         if self._stop_signalled():
+            if self._settle_nonfinite():
+                return
             self.request_stop("interrupted")
             self.recorder.save_step_checkpoint(self._checkpoint())
-        elif self.config.checkpoint_freq and step % self.config.checkpoint_freq == 0:
+        elif checkpoint_due:
             self.recorder.save_step_checkpoint(self._checkpoint())
 
     def _end_epoch(self, val_loader: Iterable | None) -> None:
@@ -380,17 +397,84 @@ class PhaseTransitionTrainer(RunViews):
         if finite:
             return True
         if self.config.on_nonfinite == "skip":
-            self.state.nonfinite_skipped += 1
-            self.recorder.record(step, {"nonfinite_skipped": self.state.nonfinite_skipped})
+            self._count_skipped(step, 1)
             return False
-        loss = sum(float(value) for value in losses) / len(losses)
-        norm = float("nan") if grad_norm is None else float(grad_norm)
+        self._stop_for_nonfinite(step, sum(float(value) for value in losses) / len(losses),
+                                 float("nan") if grad_norm is None else float(grad_norm))
+        return False
+
+    @property
+    def _checks_on_device(self) -> bool:
+        """Finiteness is decided on the device and read at the next record (no host sync per
+        step): an accelerator, one process, and an optimizer that skips on a found-inf tensor."""
+        return self._update.can_skip_on_device and not self._distributed
+
+    def _guard_on_device(self, losses: list[torch.Tensor], grad_norm: torch.Tensor | None) -> torch.Tensor:
+        """The device-side `on_nonfinite`: remember this update's loss and norm, and return the
+        found-inf the optimizer skips on: this update's own for "skip"; for "stop" and "raise"
+        any since the last read, so the weights stay those before the first non-finite update."""
+        total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        norm = total if grad_norm is None else grad_norm
+        self._unread.append(torch.stack((total, norm)))
+        bad = ~torch.isfinite(total + norm)
+        if self.config.on_nonfinite != "skip":
+            bad = bad if self._bad_since_read is None else bad | self._bad_since_read
+            self._bad_since_read = bad
+        return bad.float()
+
+    def _settle_nonfinite(self) -> bool:
+        """Read the losses and norms checked on the device since the last read (one host sync)
+        and apply `on_nonfinite` to them; True when that stopped the run. A stop rewinds the
+        step count (and a per-step scheduler) to the update before the first non-finite one,
+        whose weights the skipped updates kept, and drops the figures since the last record."""
+        if not self._unread:
+            return False
+        values = torch.stack(self._unread).tolist()
+        self._unread, self._bad_since_read = [], None
+        first = self.state.step - len(values) + 1
+        bad = [i for i, (loss, norm) in enumerate(values) if not math.isfinite(loss + norm)]
+        if bad and self.config.on_nonfinite == "skip":
+            self._count_skipped(first + bad[-1], len(bad))
+        elif bad:
+            loss, norm = values[bad[0]]
+            self._rewind(first + bad[0] - 1)
+            self._stop_for_nonfinite(first + bad[0], loss, norm)
+            return True
+        self._schedule_mark = self._scheduler_position()
+        return False
+
+    def _scheduler_position(self) -> tuple | None:
+        """(step, scheduler state, learning rates) of a per-step scheduler, to rewind it to."""
+        if self.scheduler is None or self.config.scheduler_interval != "step":
+            return None
+        return (self.state.step, copy.deepcopy(self.scheduler.state_dict()),
+                [group["lr"] for group in self.optimizer.param_groups])
+
+    def _rewind(self, step: int) -> None:
+        """Back to the end of `step`: the updates after it were skipped on the device."""
+        undone = self.state.step - step
+        self.state.step = step
+        self.state.batch_in_epoch -= undone * self.config.accumulate_grad_batches
+        self.recorder.window.reset()
+        if self._schedule_mark is not None:
+            marked_step, state, rates = self._schedule_mark
+            self.scheduler.load_state_dict(state)
+            for group, rate in zip(self.optimizer.param_groups, rates):
+                group["lr"] = rate
+            for _ in range(step - marked_step):
+                self.scheduler.step()
+
+    def _count_skipped(self, step: int, count: int) -> None:
+        self.state.nonfinite_skipped += count
+        self.recorder.record(step, {"nonfinite_skipped": self.state.nonfinite_skipped})
+
+    def _stop_for_nonfinite(self, step: int, loss: float, norm: float) -> None:
+        """`on_nonfinite` "stop" or "raise" at `step`: the last finite state is the current one."""
         message = f"non-finite loss or gradient norm at step {step} (loss={loss:.4g}, grad_norm={norm:.4g})"
         self.recorder.save_step_checkpoint(self._checkpoint())
         if self.config.on_nonfinite == "raise":
             raise FloatingPointError(message + f"; last finite state saved as checkpoint_step_{self.state.step}.pt")
         self.request_stop(message + f"; stopped, last finite state saved as checkpoint_step_{self.state.step}.pt")
-        return False
 
     def _signalled_here(self) -> bool:
         return self._signals is not None and self._signals.interrupted
@@ -403,8 +487,10 @@ class PhaseTransitionTrainer(RunViews):
 
     def _log_train_record(self, step: int, bar: Any) -> None:
         record = self.recorder.record_window(step, {"lr": self._lr(), "epoch": self.state.epoch})
-        bar.update(step - bar.n)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "train_acc")}, refresh=False)
+        if not bar.disable:
+            bar.update(step - bar.n)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "train_acc")},
+                            refresh=False)
         for callback in self._callbacks:
             callback.on_log(self, step, record)
 

@@ -19,7 +19,8 @@ class UpdateStep:
     so the summed gradient is that of their mean (equal micro-batch sizes). Under DDP, gradients
     are synchronised only on the last micro-batch (`no_sync` on the others). On a CPU
     (`reads_on_host`) figures are read to the host as floats, where a read costs no sync;
-    elsewhere they stay device tensors.
+    elsewhere they stay device tensors, and an optimizer that takes a found-inf tensor (the fused
+    ones, e.g. `AdamW(..., fused=True)`) can skip an update on the device (`can_skip_on_device`).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -31,6 +32,14 @@ class UpdateStep:
         self.scaler = grad_scaler(device, precision)
         self._no_sync = getattr(model, "no_sync", None)  # DDP only; looked up once, not per step
         self.reads_on_host = device.type == "cpu"
+        # fp16's scaler hands the optimizer its own found-inf
+        self._takes_found_inf = precision != "fp16" and bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+    @property
+    def can_skip_on_device(self) -> bool:
+        """Whether `apply(skip=...)` skips an update without a host read (device figures and an
+        optimizer that takes a found-inf tensor)."""
+        return not self.reads_on_host and self._takes_found_inf
 
     def forward_backward(self, forward: Callable[[Any], Any], loss_fn: Callable[[Any, Any], torch.Tensor],
                          inputs: Any, targets: Any, last_micro_batch: bool) -> tuple[Any, torch.Tensor]:
@@ -57,11 +66,19 @@ class UpdateStep:
             return host_grad_norm(self.params) if self.reads_on_host else global_grad_norm(self.params)
         return None
 
-    def apply(self) -> None:
-        """The optimizer step (through the scaler for fp16, which skips it on overflow)."""
+    def apply(self, skip: torch.Tensor | None = None) -> None:
+        """The optimizer step (through the scaler for fp16, which skips it on overflow). `skip`: a
+        0-d float tensor, 1.0 to leave parameters and optimizer state as they are, decided on the
+        device (only where `can_skip_on_device`)."""
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        elif skip is not None:
+            self.optimizer.found_inf = skip  # read by the fused kernels of Adam, AdamW, SGD, ...
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
         else:
             self.optimizer.step()
 

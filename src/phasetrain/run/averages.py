@@ -28,7 +28,9 @@ class StepAccumulator:
     gradient norm; each value a host float or a 0-d device tensor.
 
     `add_batch`, `add_predictions` and `add_grad_norm` launch no kernel and read nothing to the
-    host; `read` weighs, sums, reduces across DDP ranks and returns host floats.
+    host; `read` weighs, sums, reduces across DDP ranks and returns host floats. A non-finite
+    device loss or norm (an update the loop skipped on the device, without reading it) is left
+    out of the means, with its weight.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -45,7 +47,7 @@ class StepAccumulator:
             self._host[0] += loss * batch_size
         self._counts[0] += batch_size
         if correct is not None:
-            self._add(1, correct)
+            self._add(self._correct, 1, correct)
             self._counts[1] += batch_size
 
     def add_predictions(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
@@ -61,7 +63,7 @@ class StepAccumulator:
     def add_grad_norm(self, grad_norm: Number | None) -> None:
         """One update's global gradient norm, or None when not computed."""
         if grad_norm is not None:
-            self._add(2, grad_norm)
+            self._add(self._norms, 2, grad_norm)
             self._counts[2] += 1
 
     def read(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -72,40 +74,41 @@ class StepAccumulator:
         average is omitted. Weights: the samples or updates each mean is over.
         """
         self._count_held_predictions()
-        if self._losses:
-            self._device[0].append(self._weighted_losses())
-        counts = [float(c) for c in self._counts]
-        totals = list(self._host)
-        on_device = [i for i, parts in enumerate(self._device) if parts]
-        if is_distributed():
+        totals, counts = list(self._host), [float(c) for c in self._counts]
+        device_parts = self._device_sums()
+        if device_parts or is_distributed():
             local = torch.tensor(totals + counts, dtype=torch.float64, device=self.device)
-            for i in on_device:
-                local[i] += torch.stack(self._device[i]).double().sum()
-            reduced = all_reduce_sum(local).tolist()
-            totals, counts = reduced[:3], reduced[3:]
-        elif on_device:
-            sums = torch.stack([torch.stack(self._device[i]).double().sum() for i in on_device]).tolist()
-            for i, value in zip(on_device, sums):
-                totals[i] += value
+            for index, total, left_out in device_parts:
+                local[index] += total
+                if left_out is not None:
+                    local[3 + index] -= left_out
+            values = (all_reduce_sum(local) if is_distributed() else local).tolist()
+            totals, counts = values[:3], values[3:]
         self.reset()
         weights = {name: count for name, count in zip(NAMES, counts) if count}
         return {name: totals[i] / counts[i] for i, name in enumerate(NAMES) if name in weights}, weights
 
-    def _add(self, index: int, value: Number) -> None:
+    def _device_sums(self) -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        """(figure index, sum, weight left out as non-finite) of the device values (0-d float64)."""
+        parts: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        if self._losses:
+            losses = torch.stack(self._losses).double()
+            sizes = torch.tensor(self._sizes, dtype=torch.float64, device=losses.device)
+            finite = torch.isfinite(losses)
+            parts.append((0, torch.where(finite, losses * sizes, 0.0).sum(), torch.where(finite, 0.0, sizes).sum()))
+        if self._correct:
+            parts.append((1, torch.stack(self._correct).double().sum(), None))
+        if self._norms:
+            norms = torch.stack(self._norms).double()
+            finite = torch.isfinite(norms)
+            parts.append((2, torch.where(finite, norms, 0.0).sum(), (~finite).double().sum()))
+        return parts
+
+    def _add(self, parts: list[torch.Tensor], index: int, value: Number) -> None:
         if isinstance(value, torch.Tensor):
-            self._device[index].append(value)
+            parts.append(value)
         else:
             self._host[index] += value
-
-    def _weighted_losses(self) -> torch.Tensor:
-        """Sum of the held batch-mean losses weighted by batch size (float64, 0-d)."""
-        losses = torch.stack(self._losses).double()
-        if all(size == self._sizes[0] for size in self._sizes):
-            total = losses.sum() * self._sizes[0]
-        else:
-            total = (losses * torch.tensor(self._sizes, dtype=torch.float64, device=losses.device)).sum()
-        self._losses, self._sizes = [], []
-        return total
 
     def _count_held_predictions(self) -> None:
         """Count the held outputs' correct predictions (a few kernels for all of them)."""
@@ -113,15 +116,16 @@ class StepAccumulator:
             return
         outputs = self._outputs[0] if len(self._outputs) == 1 else torch.cat(self._outputs)
         targets = self._targets[0] if len(self._targets) == 1 else torch.cat(self._targets)
-        self._device[1].append(torch.count_nonzero(outputs.argmax(dim=1) == targets))
+        self._correct.append(torch.count_nonzero(outputs.argmax(dim=1) == targets))
         self._outputs, self._targets, self._held = [], [], 0
 
     def reset(self) -> None:
         self._host = [0.0, 0.0, 0.0]  # loss x samples, correct samples, gradient norms
-        self._device: list[list[torch.Tensor]] = [[], [], []]
         self._counts = [0, 0, 0]  # samples with a loss, samples with a correct count, updates with a norm
         self._losses: list[torch.Tensor] = []  # batch means on the device, and their batch sizes
         self._sizes: list[int] = []
+        self._correct: list[torch.Tensor] = []
+        self._norms: list[torch.Tensor] = []
         self._outputs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
         self._held = 0
@@ -129,24 +133,21 @@ class StepAccumulator:
     def state_dict(self) -> dict[str, Any]:
         """The open sums as plain floats and CPU tensors (a checkpoint is written at a step)."""
         self._count_held_predictions()
-        if self._losses:
-            self._device[0].append(self._weighted_losses())
-        return {"host": list(self._host), "device": [[t.cpu() for t in parts] for parts in self._device],
-                "counts": list(self._counts)}
+        return {"host": list(self._host), "counts": list(self._counts), "losses": [t.cpu() for t in self._losses],
+                "sizes": list(self._sizes), "correct": [t.cpu() for t in self._correct],
+                "grad_norms": [t.cpu() for t in self._norms]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; also the layout of checkpoints before host sums (device lists
+        and `acc_samples`)."""
         self.reset()
-        if "losses" in state:  # the layout of checkpoints before host sums: device lists only
-            for loss, size in zip(state["losses"], state["sizes"]):
-                self.add_batch(loss.to(self.device), size, None)
-            self._device[1] = [t.to(self.device) for t in state["correct"]]
-            self._counts[1] = int(state["acc_samples"])
-            for norm in state["grad_norms"]:
-                self.add_grad_norm(norm.to(self.device))
-            return
-        self._host = [float(v) for v in state["host"]]
-        self._device = [[t.to(self.device) for t in parts] for parts in state["device"]]
-        self._counts = [int(c) for c in state["counts"]]
+        self._losses = [t.to(self.device) for t in state["losses"]]
+        self._sizes = [int(size) for size in state["sizes"]]
+        self._correct = [t.to(self.device) for t in state["correct"]]
+        self._norms = [t.to(self.device) for t in state["grad_norms"]]
+        self._host = [float(v) for v in state.get("host", (0.0, 0.0, 0.0))]
+        counts = state.get("counts") or (sum(self._sizes), state["acc_samples"], len(self._norms))
+        self._counts = [int(c) for c in counts]
 
 
 class EpochTotals:
