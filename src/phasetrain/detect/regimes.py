@@ -234,8 +234,9 @@ def recurring_changes(curve: Curve, smooth: np.ndarray, rest: np.ndarray, var: n
     less its level changes, shape (n,); var: noise
     variance per record, shape (n,); levels: the level changes, sorted by step; window: the
     finest window in steps (None: as for level changes). Returned transitions have
-    kind="regime"; level_before is the first change's, level_after the median level after
-    the changes, magnitude half their median size, score the weakest change's.
+    kind="regime"; level_before is the first change's, level_after the median of the
+    spike-filtered curve from the first change's end to the last one's start, magnitude half
+    the changes' median size, score the weakest change's.
     """
     if len(levels) < MIN_CYCLE_CHANGES:
         return []
@@ -255,12 +256,13 @@ def recurring_changes(curve: Curve, smooth: np.ndarray, rest: np.ndarray, var: n
         start = t[0] if within_band_before(run, t, smooth, scale) else run[0].start_step
         ongoing = bool(t[-1] - run[-1].step <= float(np.max(gaps)))
         as_step = int if bool(np.all(t == np.round(t))) else float
+        inside = (t >= run[0].end_step) & (t <= run[-1].start_step)  # between the first and last change
         out.append(Transition(
             step=as_step(start),
             start_step=as_step(start),
             end_step=as_step(t[-1] if ongoing else run[-1].end_step),
             level_before=run[0].level_before,
-            level_after=float(np.median([tr.level_after for tr in run])),
+            level_after=curve.to_values(float(np.median(smooth[inside]))),
             magnitude=float(np.median([tr.magnitude for tr in run])) / 2,
             relative_magnitude=run[0].relative_magnitude,
             direction=run[0].direction,
