@@ -218,9 +218,9 @@ def recurring_changes(curve: Curve, smooth: np.ndarray, rest: np.ndarray, var: n
       direction the curve wins back at least MIN_RECOVERY of the earlier one (a fall, a
       climb back, a fall; not two falls), except after the first change, which may enter the
       regime (the collapse of the sharpness's overshoot at the edge of stability), and
-    - the changes keep coming: at a steady pace (the gaps between them after the first within
-      a factor MAX_STEADY_GAPS of each other, the first gap at most that factor times the
-      longest of them), or irregularly with the curve between them rough: the
+    - the changes keep coming: at a steady pace (the gaps between them within a factor
+      MAX_STEADY_GAPS of each other; with more than MIN_CYCLE_CHANGES changes the first gap
+      need only be at most that factor times the longest other), or irregularly with the curve between them rough: the
       curve less its level changes (`rest`) has a median roughness (see the module docstring)
       of at least MIN_BETWEEN_ROUGHNESS over the windows inside the run, at some lag that fits
       2 windows in it (the smaller bumps the level test did not pass).
@@ -302,7 +302,9 @@ def oscillates(run: list[Transition], t: np.ndarray, lags: dict[int, np.ndarray]
         if jumps[k] * jumps[k + 1] > 0 and -back * np.sign(jumps[k]) < MIN_RECOVERY * abs(jumps[k]):
             return False
     gaps = np.diff([tr.step for tr in run])
-    cycle = gaps[1:]  # the first change may come sooner or a little later than the cycle's pace
+    # the first change may come sooner or a little later than the cycle's pace, once a cycle of
+    # MIN_CYCLE_CHANGES follows it (two off-pace gaps of four changes are two bumps, not a cycle)
+    cycle = gaps[1:] if len(run) > MIN_CYCLE_CHANGES else gaps
     if cycle.min() > 0 and cycle.max() <= MAX_STEADY_GAPS * cycle.min() and gaps[0] <= MAX_STEADY_GAPS * cycle.max():
         return True
     lo, hi = int(np.searchsorted(t, run[0].start_step)), int(np.searchsorted(t, run[-1].end_step))
