@@ -6,9 +6,10 @@ with what the curves show directly:
   "grokking" phenomenon (with its delay ratio t_grok / t_mem);
 - edge of stability: the step sharpness first reaches 2/lr against the named "edge_of_stability"
   phenomenon (its slope change, or hessian_eos_ratio reaching 1), and the oscillation after it:
-  regimes reported (one expected) and level transitions left over after the arrival.
+  regimes reported (one expected), where the regime starts against the arrival, level transitions
+  left over after the arrival, and all detections of hessian_eig_1 besides the one regime.
 
-usage: python benchmarks/detection_real.py [--small]
+usage: python benchmarks/detection_real.py [--small] [--lrs 0.1 0.15] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
@@ -57,11 +58,18 @@ def eos_row(lr: float, small: bool) -> dict:
     arrival = result["crossing_step"]
     span = float(steps[-1] - steps[0])
     after = [t for t in found if arrival is not None and t.step > arrival]
+    regimes = [t for t in found if t.kind == "regime"]
     return {"run": f"edge of stability lr={lr}", "limit_2_over_lr": result["limit"], "reaches_limit": arrival,
             "eos_reported": eos.step if eos else None,
             "error_fraction_of_run": None if eos is None or arrival is None else abs(eos.step - arrival) / span,
-            "regimes": sum(t.kind == "regime" for t in found),
+            "regimes": len(regimes),
+            "regime_start": regimes[0].start_step if regimes else None,
+            "regime_ongoing": regimes[0].ongoing if regimes else None,
+            "regime_start_after_arrival_fraction_of_run": (regimes[0].start_step - arrival) / span
+            if regimes and arrival is not None else None,
             "extra_level_transitions_after_arrival": sum(t.kind == "level" for t in after),
+            "detections_besides_one_regime": len(found) - min(len(regimes), 1),
+            "hessian_eig_1_all_kinds": [f"{t.step}: {t.kind}" for t in found],
             "story": [f"{p.step}: {p.name}" for p in phenomena]}
 
 
@@ -69,8 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="the examples' --small runs")
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.1, 0.15])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="grokking seeds (none: skip grokking)")
     args = parser.parse_args()
-    rows = [grokking_row(seed, args.small) for seed in (0, 1, 2)] + [eos_row(lr, args.small) for lr in args.lrs]
+    rows = [grokking_row(seed, args.small) for seed in args.seeds] + [eos_row(lr, args.small) for lr in args.lrs]
     for row in rows:
         print(json.dumps(row))
     RESULTS.write_text(json.dumps({"small": args.small, "rows": rows}, indent=1))

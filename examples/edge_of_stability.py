@@ -25,11 +25,13 @@ import torch
 from torch import nn
 
 from phasetrain import PhaseTransitionTrainer
-from phasetrain.detect import Transition
+from phasetrain.detect import Transition, find_phenomena
+from phasetrain.detect import story as phenomena_story
 from phasetrain.monitors.hessian import HessianMonitor
 
 ARRIVAL_TOLERANCE = 0.1  # "arrived" = sharpness within 10% of 2/lr
 STORY_METRICS = ("hessian_eig_1", "hessian_eos_ratio", "train_loss")
+KINDS = ("level", "slope", "regime")  # the oscillation at the edge is one regime, not a transition per bump
 
 
 def load_digits_subset(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wall = time.perf_counter() - started
     history = trainer.history
     steps, values = history.steps("hessian_eig_1").tolist(), history.values("hessian_eig_1").tolist()
-    detected = {m: trainer.find_transitions(m, window_size=None) for m in STORY_METRICS}
+    detected = {m: trainer.find_transitions(m, window_size=None, kinds=KINDS) for m in STORY_METRICS}
     return {
         "limit": limit,
         "arrival_step": arrival_step(steps, values, limit),
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "status": status,
         "log_dir": str(trainer.log_dir),
         "history": history,
+        "phenomena": find_phenomena(history),
     }
 
 
@@ -179,17 +182,20 @@ def story(result: dict[str, Any]) -> str:
         lines.append(f"edge of stability: median sharpness over the last third {result['late_median_sharpness']:.3g} "
                      f"= {result['late_median_sharpness'] / limit:.2f} x 2/lr: "
                      "it stays at the limit instead of rising on")
-    lines.append("detected transitions (step: level before -> after):")
+    lines.append("detected transitions (step: kind, level before -> after; a regime's level is its median):")
     for metric, found in result["transitions"].items():
-        described = ", ".join(f"{t.step} ({t.level_before:.3g} -> {t.level_after:.3g})" for t in found) or "none"
+        described = ", ".join(f"{t.step} ({t.kind}, {t.level_before:.3g} -> {t.level_after:.3g}"
+                              f"{', to the end' if t.ongoing else ''})" for t in found) or "none"
         lines.append(f"  {metric:<18} {described}")
     settling = settling_transition(result["transitions"]["hessian_eig_1"], limit)
     if settling is None:
         lines.append("the detector found no fall of the sharpness from above 2/lr")
     else:
+        held = "the oscillation about 2/lr starts" if settling.kind == "regime" else "gradient descent holds it"
         lines.append(f"the detector marks step {settling.step}, where the sharpness falls from its overshoot "
-                     f"({settling.level_before:.3g} -> {settling.level_after:.3g}) and gradient descent starts to "
-                     "hold it at 2/lr;\nthe slow rise before it is a trend, not a jump, and is not marked")
+                     f"({settling.level_before:.3g} -> {settling.level_after:.3g}) and {held};\n"
+                     "the slow rise before it is a trend, not a jump, and is not marked")
+    lines.append("the story of the run:\n" + phenomena_story(result["phenomena"]))
     lines.append(f"draw it: phasetrain report {result['log_dir']} --xscale linear")
     return "\n".join(lines)
 

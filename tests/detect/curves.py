@@ -47,3 +47,32 @@ def eos_sharpness(seed: int = 0, n: int = 3000, arrival: int = 1200,
             at += period
         clean = clean + wave
     return t, clean * (1 + rng.normal(0, 0.002, n))
+
+
+
+def eos_sawtooth_sharpness(seed: int = 0, arrival: int = 900, periods: tuple[int, int] = (25, 31),
+                           jitter: float = 0.0001, overshoot: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """hessian_eig_1 of a short full-batch run at the edge of stability, shaped as measured by
+    examples/edge_of_stability.py (sharpness every 5 steps, 300 records, steps 5..1500, 2/lr = 20).
+
+    Progressive sharpening: a concave rise from 8 that reaches 2/lr at step `arrival` and
+    overshoots by `overshoot` x 2/lr over the next 40 steps; then the sharpness collapses to
+    2/lr within one record and hovers there in irregular sawtooth bumps: rises of 4-10% of
+    2/lr over `periods` records (drawn per bump, upper bound excluded), each followed by a
+    fall within one record (self-stabilisation). Noise: `jitter` x 2/lr per record (the example's curves: 0.01% at
+    lr 0.1, whose bumps take 25-30 records; 0.6% at lr 0.15, 10-14 records).
+    """
+    rng = np.random.default_rng(seed)
+    limit = 20.0
+    t = np.arange(5, 1505, 5)
+    clean = 8.0 + (limit - 8.0) * (1 - (1 - np.minimum(t / arrival, 1)) ** 1.5)
+    rising = (t > arrival) & (t <= arrival + 40)
+    clean[rising] = limit * (1 + overshoot * (t[rising] - arrival) / 40)
+    at = arrival + 40
+    while at < t[-1]:
+        period = int(rng.integers(*periods)) * 5
+        height = rng.uniform(0.04, 0.10) * limit
+        bump = (t > at) & (t <= at + period)
+        clean[bump] = limit + height * ((t[bump] - at) / period - 0.5)
+        at += period
+    return t, clean + rng.normal(0, jitter * limit, t.size)

@@ -3,7 +3,7 @@ import pytest
 
 from phasetrain.detect import Transition, detect_transitions
 
-from .curves import eos_sharpness, grokking_val_acc, power_law_loss, sigmoid
+from .curves import eos_sawtooth_sharpness, eos_sharpness, grokking_val_acc, power_law_loss, sigmoid
 
 ALL = ("level", "slope", "regime")
 
@@ -31,6 +31,41 @@ def test_edge_of_stability_oscillation_is_one_ongoing_regime_not_a_transition_pe
         assert regime.level_after == pytest.approx(40, abs=3)
         extras += sum(abs(tr.step - 1200) > 0.05 * 3000 for tr in found)
     assert extras / 4 <= 0.5
+
+
+@pytest.mark.parametrize("shape", [
+    {},  # as at lr 0.1: arrival late in the run, steady bumps of 25-30 records, smooth
+    {"arrival": 300, "periods": (8, 30), "jitter": 0.003},  # as at lr 0.15: early, irregular, jittery
+])
+def test_edge_of_stability_sawtooth_as_measured_is_one_regime_from_its_arrival(shape):
+    # 300 records; the bumps rise slowly and fall at once, so levels alone read each fall as a drop
+    arrival = shape.get("arrival", 900)
+    tolerance = 0.05 * 1495  # 5% of the run
+    starts, extras = [], 0
+    for seed in range(8):
+        t, y = eos_sawtooth_sharpness(seed, **shape)
+        assert len(detect_transitions(y, t)) >= 4
+        found = detect_transitions(y, t, kinds=ALL)
+        (regime,) = [tr for tr in found if tr.kind == "regime"]
+        assert regime.level_after == pytest.approx(20, abs=1)
+        starts.append(regime.start_step)
+        extras += sum(abs(tr.step - arrival) > tolerance for tr in found)
+    assert sum(abs(s - arrival) <= tolerance for s in starts) >= 7  # one seed's collapse is missed: 150 steps late
+    assert extras / 8 <= 0.5
+
+
+def test_recurring_changes_need_the_curve_to_come_back_and_to_keep_coming():
+    rng = np.random.default_rng(7)
+    t = np.arange(1, 3001)
+    staircase = 4.0 - sum(sigmoid(t, d, 20) for d in (600, 1200, 1800, 2400))  # saddle-to-saddle drops
+    two_bumps = sigmoid(t, 500, 20) - sigmoid(t, 750, 20) - sigmoid(t, 1050, 20) + sigmoid(t, 1500, 20)
+    sawtooth = np.where(t < 1000, 0.0, (t % 150) / 150.0)  # falls the curve climbs back from, from step 1000
+    for y, levels in [(staircase, 4), (two_bumps, 4)]:
+        y = y + rng.normal(0, 0.03, t.size)
+        assert [tr.kind for tr in detect_transitions(y, t, kinds=ALL)] == ["level"] * levels
+    y = sawtooth + rng.normal(0, 0.01, t.size)
+    (regime,) = detect_transitions(y, t, kinds=ALL)
+    assert regime.kind == "regime" and regime.ongoing and abs(regime.start_step - 1050) <= 60
 
 
 def test_spikes_that_keep_coming_are_a_regime_with_an_end_and_isolated_spikes_are_not():

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from phasetrain.detect.phenomena import Phenomenon, find_phenomena, story, story_of_run
+from phasetrain.detect import Transition
+from phasetrain.detect.phenomena import Phenomenon, find_phenomena, loss_phenomena, story, story_of_run
 
 from .curves import eos_sharpness, sigmoid
 
@@ -98,3 +99,13 @@ def test_memorisation_in_the_first_records_still_makes_a_later_jump_grokking():
     assert found[1].value == pytest.approx(names[1][1] / 60)
     never = find_phenomena({"train_acc": (steps, np.full(steps.size, 0.3)), "val_acc": (steps, val)})
     assert [p.name for p in never] == ["generalisation"]
+
+
+def test_loss_drops_while_the_sharpness_oscillates_are_not_saddle_to_saddle():
+    def drop(step):
+        return Transition(step, step - 10, step + 10, 0.15, 0.13, 0.02, 0.13, "down", 12.0)
+
+    regime = Transition(300, 300, 1500, 15.0, 14.0, 0.3, 0.07, "down", 9.0, kind="regime", ongoing=True)
+    assert [p.name for p in loss_phenomena([drop(785), drop(880)])] == ["saddle_to_saddle"] * 2
+    assert loss_phenomena([drop(785), drop(880)], [regime]) == []
+    assert [p.name for p in loss_phenomena([drop(200), drop(880)], [regime])] == ["plateau_exit"]

@@ -15,7 +15,7 @@ from phasetrain.detect.candidates import (
     select,
 )
 from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve
-from phasetrain.detect.regimes import MIN_CYCLE_CHANGES, cycles, detect_regimes
+from phasetrain.detect.regimes import MIN_CYCLE_CHANGES, detect_regimes, merge_overlapping, recurring_changes
 from phasetrain.detect.robust import median7, noise_floor, noise_variance, range_floor
 from phasetrain.detect.slopes import detect_slopes
 from phasetrain.detect.transition import Transition
@@ -105,13 +105,19 @@ def detect_in_curve(
     if "slope" in kinds:
         found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
     if "regime" in kinds:
-        regimes = explained_regimes(curve, var, window, levels)
-        steps_of = int if bool(np.all(t == np.round(t))) else float
-        regimes += cycles(levels, steps_of(t[0]), steps_of(t[-1]))
+        rest = y - level_steps(curve, levels)
+        chains = recurring_changes(curve, smooth, rest, var, levels, window)
+        regimes = explained_regimes(curve, rest, var, window, levels)
+        # rough from the first record through changes that recur from a later start: the curve's
+        # steep start (or a spike) ran into the windows that see the oscillation; the changes place it
+        regimes = [r for r in regimes if r.start_step > t[0]
+                   or not any(c.start_step > t[0] and c.start_step <= r.end_step for c in chains)]
         h0 = finest_window(t, window)[0]
         # a regime from the first record on is how the curve is, not a change: it only holds bumps
         inside = [(r.start_step + (h0 if r.start_step > t[0] else -h0), r.end_step) for r in regimes]
-        regimes = [r for r in regimes if not any(lo < r.step <= hi for lo, hi in inside)]  # one per regime
+        # a regime of recurring changes holds them all, its first one too
+        inside += [(r.start_step - h0, r.end_step) for r in chains]
+        regimes = merge_overlapping(regimes + chains)  # one per regime
         found = [tr for tr in found if not any(lo < tr.step <= hi for lo, hi in inside)]
         found += [r for r in regimes if r.start_step > t[0]]
     return sorted(found, key=lambda tr: tr.step)
@@ -166,15 +172,16 @@ def early_levels(
     return out
 
 
-def explained_regimes(curve: Curve, var: np.ndarray, window: float | None,
+def explained_regimes(curve: Curve, rest: np.ndarray, var: np.ndarray, window: float | None,
                       levels: list[Transition]) -> list[Transition]:
     """Regimes that level changes do not explain: a staircase of a few steps is not an
     oscillation. A regime of the curve counts when the curve less its level changes (see
     `level_steps`) is rough there too, or when it holds at least MIN_CYCLE_CHANGES level
     changes (bumps read as steps); a regime of the curve less its level changes counts too.
-    One that starts at the first record counts only when it holds MIN_CYCLE_CHANGES."""
+    One that starts at the first record counts only when it holds MIN_CYCLE_CHANGES.
+    rest: curve.y less its level changes, shape (n,)."""
     raw = detect_regimes(curve, var, window)
-    rest = detect_regimes(replace(curve, y=curve.y - level_steps(curve, levels)), var, window)
+    of_rest = detect_regimes(replace(curve, y=rest), var, window)
 
     def meets(a: Transition, b: Transition) -> bool:
         return a.start_step <= b.end_step and b.start_step <= a.end_step
@@ -182,8 +189,8 @@ def explained_regimes(curve: Curve, var: np.ndarray, window: float | None,
     def holds_cycles(r: Transition) -> bool:
         return sum(r.start_step <= lv.step <= r.end_step for lv in levels) >= MIN_CYCLE_CHANGES
 
-    kept = [r for r in raw if any(meets(r, o) for o in rest) or holds_cycles(r)]
-    kept += [o for o in rest if not any(meets(o, r) for r in raw)]
+    kept = [r for r in raw if any(meets(r, o) for o in of_rest) or holds_cycles(r)]
+    kept += [o for o in of_rest if not any(meets(o, r) for r in raw)]
     # rough from the first record: how the curve is (a cycle), or the steep start of a decay;
     # it stands for no change and only hides bumps read as level changes, so it needs some
     return [r for r in kept if r.start_step > curve.t[0] or holds_cycles(r)]

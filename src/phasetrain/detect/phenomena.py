@@ -6,7 +6,8 @@ history with `names()`, `steps(name)`, `values(name)`) and names what it finds:
 - memorisation: train_acc jumps up (the largest rise of train_acc);
 - grokking: val_acc jumps up long after memorisation (at least 2x its step; the delay
   ratio t_grok / t_mem is reported); a val_acc jump sooner is plain generalisation;
-- plateau exit: train_loss drops abruptly once; saddle-to-saddle: it does so 2+ times;
+- plateau exit: train_loss drops abruptly once; saddle-to-saddle: it does so 2+ times
+  (drops while the sharpness oscillates at the edge of stability are neither);
 - edge of stability: `hessian_eos_ratio` first reaching 1 where recorded, else
   `hessian_eig_1` levelling off (a slope change down after a rise) or starting to oscillate;
 - oscillation regime: a sustained oscillation (EoS bumps, loss spikes that keep coming);
@@ -122,8 +123,9 @@ def find_phenomena(curves: Any, window_size: float | None = None) -> list[Phenom
     found += accuracy_phenomena(changes("train_acc", ("level",)), changes("val_acc", ("level",)),
                                 data.get("train_acc"))
     loss = changes("train_loss")
-    found += loss_phenomena(loss)
-    found += stability_phenomena(data, changes("hessian_eig_1"))
+    sharp = changes("hessian_eig_1")
+    found += loss_phenomena(loss, [tr for tr in sharp if tr.kind == "regime"])
+    found += stability_phenomena(data, sharp)
     if "train_loss" in data:
         found += spike_phenomena(data, loss)
     return sorted(found, key=lambda p: (p.step, p.name))
@@ -186,10 +188,14 @@ def early_memorisation(steps: np.ndarray, values: np.ndarray) -> Transition | No
                       CONFIDENCE_SCALE * held)
 
 
-def loss_phenomena(loss: list[Transition]) -> list[Phenomenon]:
+def loss_phenomena(loss: list[Transition], unstable: list[Transition] = ()) -> list[Phenomenon]:
     """Plateau exits (one abrupt drop of train_loss) or saddle-to-saddle drops (several),
-    and a train_loss oscillation regime. loss: the transitions (all kinds) of train_loss."""
-    drops = [tr for tr in loss if tr.kind == "level" and tr.direction == "down"]
+    and a train_loss oscillation regime. loss: the transitions (all kinds) of train_loss;
+    unstable: the oscillation regimes of the sharpness (hessian_eig_1). A drop inside one is
+    the loss coming down from its spikes at the edge of stability, not the exit from a
+    plateau, and is not named."""
+    drops = [tr for tr in loss if tr.kind == "level" and tr.direction == "down"
+             and not any(r.start_step <= tr.step <= r.end_step for r in unstable)]
     name = "saddle_to_saddle" if len(drops) >= 2 else "plateau_exit"
     out = [
         Phenomenon(name, tr.step, ("train_loss",), confidence(tr.score),

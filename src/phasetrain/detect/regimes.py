@@ -22,6 +22,8 @@ that is no change (a curve that oscillates throughout, such as a cyclic schedule
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from phasetrain.detect.candidates import finest_window
@@ -36,12 +38,35 @@ WINDOW_LAGS = 8  # a roughness window holds 8 lags
 MIN_WINDOWS = 3  # a regime lasts at least 3 roughness windows
 ROUGH_SIGMAS = 5.0  # a regime starts and ends where d leaves its noise by this much
 EXCURSION_SIGMAS = 3.0  # an excursion leaves the running mean by this many noise sigmas
+MIN_GIVEN_BACK = 2.0  # recurring changes add up to at least twice the net move of the curve
+MIN_BETWEEN_ROUGHNESS = 4.0  # the curve between irregular recurring changes: d swings 2x white noise
+MIN_RECOVERY = 0.5  # before a change in the same direction, the curve wins back half the last one
+MAX_STEADY_GAPS = 2.0  # gaps between changes at a steady pace differ by at most this factor
+WITHIN_BAND = 0.9  # a curve oscillating from its start keeps 90% of its records before the first change in the band
+MIN_SPREAD_BEFORE = 0.25  # ... and spans a quarter of it there (a part of a cycle); a curve sitting still does not
 
 
 def rolling_mean(a: np.ndarray, size: int) -> np.ndarray:
     """Mean of every run of `size` consecutive values, shape (a.size - size + 1,)."""
     prefix = np.concatenate([[0.0], np.cumsum(a)])
     return (prefix[size:] - prefix[:-size]) / size
+
+
+def third_differences(y: np.ndarray, var: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """(d, noise): the third differences at `lag` records, d[j] = y[j + 3 lag] - 3 y[j + 2 lag]
+    + 3 y[j + lag] - y[j], and their variance under white noise of variance `var`, shape
+    (n - 3 lag,) each. y, var: shape (n,)."""
+    d = y[3 * lag :] - 3 * y[2 * lag : -lag] + 3 * y[lag : -2 * lag] - y[: -3 * lag]
+    noise = var[3 * lag :] + 9 * var[2 * lag : -lag] + 9 * var[lag : -2 * lag] + var[: -3 * lag]
+    return d, noise
+
+
+def window_roughness(d: np.ndarray, noise: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(swing2, roughness) of every window of `size` third differences, shape (d.size - size + 1,):
+    the variance of d about the window mean, and that variance over the mean noise variance."""
+    mean = rolling_mean(d, size)
+    swing2 = np.maximum(rolling_mean(d * d, size) - mean * mean, 0.0)
+    return swing2, swing2 / np.maximum(rolling_mean(noise, size), 1e-300)
 
 
 def lag_stretches(y: np.ndarray, var: np.ndarray, lag: int, value_range: float) -> list[tuple[int, int, float, bool]]:
@@ -55,12 +80,8 @@ def lag_stretches(y: np.ndarray, var: np.ndarray, lag: int, value_range: float) 
     size = WINDOW_LAGS * lag
     if n < 3 * lag + MIN_WINDOWS * size:
         return []
-    # third differences: d[j] reads y[j], y[j + lag], y[j + 2 lag], y[j + 3 lag]
-    d = y[3 * lag :] - 3 * y[2 * lag : -lag] + 3 * y[lag : -2 * lag] - y[: -3 * lag]
-    noise = var[3 * lag :] + 9 * var[2 * lag : -lag] + 9 * var[lag : -2 * lag] + var[: -3 * lag]
-    mean = rolling_mean(d, size)
-    swing2 = np.maximum(rolling_mean(d * d, size) - mean * mean, 0.0)
-    roughness = swing2 / np.maximum(rolling_mean(noise, size), 1e-300)
+    d, noise = third_differences(y, var, lag)  # d[j] reads y[j], y[j + lag], y[j + 2 lag], y[j + 3 lag]
+    swing2, roughness = window_roughness(d, noise, size)
     rough = (roughness >= MIN_ROUGHNESS) & (swing2 >= (MIN_SWING_RELATIVE * value_range) ** 2)
     idx = np.flatnonzero(rough)  # window w covers d[w : w + size]
     if idx.size == 0:
@@ -82,7 +103,7 @@ def lag_stretches(y: np.ndarray, var: np.ndarray, lag: int, value_range: float) 
         end = min(lo + int(beyond[-1]), n - 1)
         if not has_excursion_chain(y[begin : end + 1] - baseline[begin : end + 1], sigma[begin : end + 1], lag, size):
             continue
-        found.append((begin, end, float(np.median(roughness[first : last + 1])), last == mean.size - 1))
+        found.append((begin, end, float(np.median(roughness[first : last + 1])), last == roughness.size - 1))
     return found
 
 
@@ -169,45 +190,149 @@ def detect_regimes(curve: Curve, var: np.ndarray, window: float | None) -> list[
     return found
 
 
-def cycles(levels: list[Transition], first_step: float, last_step: float) -> list[Transition]:
-    """Level changes that keep alternating at a steady pace, as regimes (slow oscillations).
+def merge_overlapping(regimes: list[Transition]) -> list[Transition]:
+    """Regimes that overlap (one starts before the other ends) as one, sorted by start: the
+    earliest one's fields, to the latest end (ongoing when any of them is)."""
+    out: list[Transition] = []
+    for r in sorted(regimes, key=lambda r: r.start_step):
+        if out and r.start_step <= out[-1].end_step:
+            top = out[-1]
+            out[-1] = replace(top, end_step=max(top.end_step, r.end_step), ongoing=top.ongoing or r.ongoing)
+        else:
+            out.append(r)
+    return out
 
-    An oscillation slower than the roughness windows can hold (fewer than about a dozen
-    cycles in the curve) shows as level changes up, down, up, ... A run of at least
-    MIN_CYCLE_CHANGES such changes, alternating in direction, whose gaps differ by at most a factor
-    2, is one regime from the first change's start to the last one's end; it starts at
-    `first_step` (no change) when the first change is within one gap of it, and is ongoing
-    when the last is within one gap of `last_step`.
+
+def recurring_changes(curve: Curve, smooth: np.ndarray, rest: np.ndarray, var: np.ndarray,
+                      levels: list[Transition], window: float | None) -> list[Transition]:
+    """Level changes that keep coming while the curve keeps coming back, as regimes.
+
+    An oscillation too slow for the roughness windows (under about a dozen cycles per curve),
+    or one of bumps that rise slowly and fall at once (edge-of-stability sharpness: each fall
+    a level change, each rise a trend), shows as a run of level changes. A run of at least
+    MIN_CYCLE_CHANGES consecutive changes is one regime when
+    - the curve gives back what it jumps: the sizes of the changes add up to at least
+      MIN_GIVEN_BACK times the net move from before the first to after the last (a staircase
+      of drops adds up to exactly its net move; alternating changes and falls that the curve
+      climbs back from add up to several times it), and between two changes in the same
+      direction the curve wins back at least MIN_RECOVERY of the earlier one (a fall, a
+      climb back, a fall; not two falls), except after the first change, which may enter the
+      regime (the collapse of the sharpness's overshoot at the edge of stability), and
+    - the changes keep coming: at a steady pace (the gaps between them within a factor
+      MAX_STEADY_GAPS of each other; with more than MIN_CYCLE_CHANGES changes the first gap
+      need only be at most that factor times the longest other), or irregularly with the curve between them rough: the
+      curve less its level changes (`rest`) has a median roughness (see the module docstring)
+      of at least MIN_BETWEEN_ROUGHNESS over the windows inside the run, at some lag that fits
+      2 windows in it (the smaller bumps the level test did not pass).
+    From each change the longest such run is taken. It is a regime from the first change's
+    start_step (the first change is part of it) to the last one's end_step; it starts at the
+    curve's first record (no change) when the curve before the first change oscillates in
+    the band of the run's levels already (see `within_band_before`), and is ongoing when the last change is
+    within the longest gap of the curve's last record.
+
+    curve: the prepared curve; smooth: its spike-filtered values, shape (n,); rest: curve.y
+    less its level changes, shape (n,); var: noise
+    variance per record, shape (n,); levels: the level changes, sorted by step; window: the
+    finest window in steps (None: as for level changes). Returned transitions have
+    kind="regime"; level_before is the first change's, level_after the median of the
+    spike-filtered curve from the first change's end to the last one's start, magnitude half
+    the changes' median size, score the weakest change's.
     """
+    if len(levels) < MIN_CYCLE_CHANGES:
+        return []
+    t = curve.t
+    scale = np.log if curve.log else np.asarray
+    lags = roughness_by_lag(rest, var, t, window)
     out = []
     i = 0
-    while i < len(levels):
-        j = i + 1
-        while j < len(levels) and levels[j].direction != levels[j - 1].direction:
-            gaps = [b.step - a.step for a, b in zip(levels[i : j + 1], levels[i + 1 : j + 1])]
-            if max(gaps) > 2 * min(gaps):
-                break
-            j += 1
-        run = levels[i:j]
-        if len(run) >= MIN_CYCLE_CHANGES:
-            gap = (run[-1].step - run[0].step) / (len(run) - 1)
-            start = first_step if run[0].step - first_step <= gap else run[0].start_step
-            ongoing = last_step - run[-1].step <= gap
-            ends = [tr.level_after for tr in run]
-            out.append(Transition(
-                step=start,
-                start_step=start,
-                end_step=last_step if ongoing else run[-1].end_step,
-                level_before=run[0].level_before,
-                level_after=float(np.median(ends)),
-                magnitude=float(np.median([tr.magnitude for tr in run])) / 2,
-                relative_magnitude=run[0].relative_magnitude,
-                direction=run[0].direction,
-                score=float(min(tr.score for tr in run)),
-                kind="regime",
-                ongoing=ongoing,
-            ))
-            i = j
-        else:
+    while i <= len(levels) - MIN_CYCLE_CHANGES:
+        j = next((j for j in range(len(levels), i + MIN_CYCLE_CHANGES - 1, -1)
+                  if oscillates(levels[i:j], t, lags, scale)), None)
+        if j is None:
             i += 1
+            continue
+        run = levels[i:j]
+        gaps = np.diff([tr.step for tr in run])
+        start = t[0] if within_band_before(run, t, smooth, scale) else run[0].start_step
+        ongoing = bool(t[-1] - run[-1].step <= float(np.max(gaps)))
+        as_step = int if bool(np.all(t == np.round(t))) else float
+        inside = (t >= run[0].end_step) & (t <= run[-1].start_step)  # between the first and last change
+        out.append(Transition(
+            step=as_step(start),
+            start_step=as_step(start),
+            end_step=as_step(t[-1] if ongoing else run[-1].end_step),
+            level_before=run[0].level_before,
+            level_after=curve.to_values(float(np.median(smooth[inside]))),
+            magnitude=float(np.median([tr.magnitude for tr in run])) / 2,
+            relative_magnitude=run[0].relative_magnitude,
+            direction=run[0].direction,
+            score=float(min(tr.score for tr in run)),
+            kind="regime",
+            ongoing=ongoing,
+        ))
+        i = j
     return out
+
+
+def roughness_by_lag(rest: np.ndarray, var: np.ndarray, t: np.ndarray, window: float | None) -> dict[int, np.ndarray]:
+    """lag (records) -> the roughness of every window of 8 lags of `rest` (shape (n - 11 lag + 1,),
+    window w covering records w .. w + 11 lag - 1), for lags doubling from an eighth of the
+    finest window (at least 1 record) while a window fits the curve."""
+    h, _, spacing = finest_window(t, window)
+    lag = max(1, round(h / spacing / WINDOW_LAGS))
+    out = {}
+    while (3 + WINDOW_LAGS) * lag <= rest.size:
+        d, noise = third_differences(rest, var, lag)
+        out[lag] = window_roughness(d, noise, WINDOW_LAGS * lag)[1]
+        lag *= 2
+    return out
+
+
+def oscillates(run: list[Transition], t: np.ndarray, lags: dict[int, np.ndarray], scale) -> bool:
+    """True when the level changes `run` (sorted by step) are given back and keep coming (see
+    `recurring_changes`). t: the curve's steps; lags: `roughness_by_lag` of the curve less its
+    level changes; scale: np.log for a log-scale curve, else np.asarray (levels to the analysis
+    scale)."""
+    jumps = [float(scale(tr.level_after) - scale(tr.level_before)) for tr in run]
+    net = abs(float(scale(run[-1].level_after) - scale(run[0].level_before)))
+    if sum(map(abs, jumps)) < MIN_GIVEN_BACK * net:
+        return False
+    for k in range(1, len(run) - 1):  # the first change may enter the regime; later ones come back
+        back = float(scale(run[k + 1].level_before) - scale(run[k].level_after))
+        if jumps[k] * jumps[k + 1] > 0 and -back * np.sign(jumps[k]) < MIN_RECOVERY * abs(jumps[k]):
+            return False
+    gaps = np.diff([tr.step for tr in run])
+    # the first change may come sooner or a little later than the cycle's pace, once a cycle of
+    # MIN_CYCLE_CHANGES follows it (two off-pace gaps of four changes are two bumps, not a cycle)
+    cycle = gaps[1:] if len(run) > MIN_CYCLE_CHANGES else gaps
+    if cycle.min() > 0 and cycle.max() <= MAX_STEADY_GAPS * cycle.min() and gaps[0] <= MAX_STEADY_GAPS * cycle.max():
+        return True
+    lo, hi = int(np.searchsorted(t, run[0].start_step)), int(np.searchsorted(t, run[-1].end_step))
+    for lag, roughness in lags.items():
+        last = hi - (3 + WINDOW_LAGS) * lag + 1  # the last window inside the run
+        if last - lo >= WINDOW_LAGS * lag and np.median(roughness[lo : last + 1]) >= MIN_BETWEEN_ROUGHNESS:
+            return True
+    return False
+
+
+def within_band_before(run: list[Transition], t: np.ndarray, smooth: np.ndarray, scale) -> bool:
+    """True when the curve before the first change of `run` already oscillates in the band of
+    the run's first changes: at least WITHIN_BAND of its spike-filtered values (shape (n,), on
+    the analysis scale) lie in the band widened by half the run's median change, and they
+    span at least MIN_SPREAD_BEFORE of the band (the oscillation was there from the first record, its first
+    cycles too close to the start to test). False when the curve came from outside the band (a
+    trend that arrives at the level it then oscillates about), sat still in it before the
+    oscillation started, or there is nothing before it. t: the curve's steps; scale: as for
+    `oscillates`. The band spans the levels after the first change and of the next
+    MIN_CYCLE_CHANGES - 1 (the first's level before, where the curve came from, is not part of it).
+    """
+    before = smooth[: int(np.searchsorted(t, run[0].start_step))]
+    if before.size == 0:
+        return False
+    levels = [float(scale(run[0].level_after))]
+    levels += [float(scale(v)) for tr in run[1:MIN_CYCLE_CHANGES] for v in (tr.level_before, tr.level_after)]
+    low, high = min(levels), max(levels)
+    margin = 0.5 * float(np.median([abs(float(scale(tr.level_after) - scale(tr.level_before))) for tr in run]))
+    inside = float(np.mean((before >= low - margin) & (before <= high + margin)))
+    spread = float(np.percentile(before, 95) - np.percentile(before, 5))
+    return inside >= WITHIN_BAND and spread >= MIN_SPREAD_BEFORE * (high - low)
