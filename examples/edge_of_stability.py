@@ -8,8 +8,9 @@ there while the loss goes on falling, non-monotonically. This script reproduces 
 trained with MSE on 500 of scikit-learn's bundled 8x8 digits (one-hot targets, nothing downloaded),
 records the top Hessian eigenvalue on the full batch with phasetrain's HessianMonitor, and prints the
 step where the sharpness first came within 10% of 2/lr next to the steps the detector found.
-Draw it with `phasetrain report RUN_DIR --xscale linear` (the edge-of-stability phase is the last
-third of the run, which a log step axis squeezes).
+Draw it with `phasetrain report RUN_DIR --xscale linear --kinds level,slope,regime`: the oscillation at
+2/lr is one hatched regime, and the edge-of-stability phase, the last third of the run, is not squeezed
+as a log step axis would.
 
 usage: python examples/edge_of_stability.py [--log-dir runs/edge_of_stability] [--lr 0.1] [--steps 1500]
                                             [--small] [--seed 0] [--device cpu]
@@ -196,7 +197,7 @@ def story(result: dict[str, Any]) -> str:
                      f"({settling.level_before:.3g} -> {settling.level_after:.3g}) and {held};\n"
                      "the slow rise before it is a trend, not a jump, and is not marked")
     lines.append("the story of the run:\n" + phenomena_story(result["phenomena"]))
-    lines.append(f"draw it: phasetrain report {result['log_dir']} --xscale linear")
+    lines.append(f"draw it: phasetrain report {result['log_dir']} --xscale linear --kinds level,slope,regime")
     return "\n".join(lines)
 
 

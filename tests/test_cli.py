@@ -292,3 +292,25 @@ def test_detect_reports_the_kinds_asked_for_and_refuses_unknown_ones(tmp_path, c
     table = _run(capsys, "detect", tmp_path / "run", "--metric", "sharpness", "--kinds", "level,slope")[1]
     assert "slope" in table.splitlines()[2]
     assert main(["detect", str(tmp_path / "run"), "--metric", "sharpness", "--kinds", "kink"]) == 2
+
+
+def test_report_draws_an_edge_of_stability_oscillation_as_one_regime_when_asked(tmp_path, capsys):
+    """Sharpness at the edge of stability: by default each sawtooth fall is its own level change;
+    with --kinds level,slope,regime the report holds one regime and no per-bump transitions."""
+    from phasetrain.run.history import MetricHistory, save_metrics
+    from tests.detect.curves import eos_sawtooth_sharpness
+
+    steps, values = eos_sawtooth_sharpness(seed=0)
+    history = MetricHistory()
+    for step, value in zip(steps.tolist(), values.tolist()):
+        history.log(int(step), {"hessian_eig_1": value})
+    (tmp_path / "run").mkdir()
+    save_metrics(tmp_path / "run" / "metrics.json", history, {})
+    level_only = transitions_by_metric(history, ("hessian_eig_1",))["hessian_eig_1"]
+    assert len(level_only) >= 3  # the bumps, one by one
+    code, out, _ = _run(capsys, "report", tmp_path / "run", "--kinds", "level,slope,regime")
+    page = Path(out.split()[1]).read_text()
+    assert code == 0 and page.count("regime") >= 1
+    kinds = [t["kind"] for t in transitions_by_metric(history, ("hessian_eig_1",),
+                                                      kinds=("level", "slope", "regime"))["hessian_eig_1"]]
+    assert kinds.count("regime") == 1 and "level" not in kinds

@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                         "the HTML page goes beside it with the suffix .html")
     report.add_argument("--xscale", choices=("auto", "linear", "log", "symlog"), default="auto",
                         help="step axis; auto: log when the first logged step is < 1%% of the last")
+    _add_kinds(report)
     report.set_defaults(handler=_report)
 
     detect = commands.add_parser(
@@ -83,9 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("run", metavar="RUN", help=RUN_HELP)
     detect.add_argument("--metric", required=True,
                         help="metric name as the run spells it, e.g. val_acc, train/loss, eval_accuracy")
-    detect.add_argument("--kinds", type=_kinds, default=("level",), metavar="KIND[,KIND...]",
-                        help="what to report: level (abrupt changes, the default), slope (kinks: a trend "
-                             "changing rate), regime (a sustained oscillation or train of spikes)")
+    _add_kinds(detect)
     detect.add_argument("--json", action="store_true", help="print a JSON list of transition dicts")
     detect.set_defaults(handler=_detect)
 
@@ -173,7 +172,7 @@ def _report(args: argparse.Namespace) -> int:
     history, meta = _load(args.run_dir, args.format)
     run_dir = run_folder(args.run_dir)
     _progress(f"detecting transitions in {run_dir} ...")
-    summary = training_summary(history, meta, transition_metrics(history), args.window_size)
+    summary = training_summary(history, meta, transition_metrics(history), args.window_size, args.kinds)
     transitions = summary["phase_transitions"]
     _progress("drawing ...")
     title = run_dir.resolve().name
@@ -184,6 +183,12 @@ def _report(args: argparse.Namespace) -> int:
     print(png)
     print(page)
     return 0
+
+
+def _add_kinds(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--kinds", type=_kinds, default=("level",), metavar="KIND[,KIND...]",
+                         help="what to report: level (abrupt changes, the default), slope (kinks: a trend "
+                              "changing rate), regime (a sustained oscillation or train of spikes)")
 
 
 def _kinds(text: str) -> tuple[str, ...]:

@@ -502,6 +502,7 @@ def plot_run(
     title: str | None = None,
     xscale: str = "auto",
     dpi: int = 120,
+    kinds: Sequence[str] = ("level",),
 ) -> Path:
     """Write the report PNG of a run and return its path.
 
@@ -511,7 +512,8 @@ def plot_run(
     a file). `transitions` ({metric: [...]} or a flat list naming metrics; `{}` for none) defaults
     to the detector's output on `transition_metrics(history)` with `window_size` (in steps; None:
     the detector's automatic window). `title` defaults to the run folder's name; `xscale` is
-    "auto", "linear", "log" or "symlog"; `dpi` the PNG's resolution.
+    "auto", "linear", "log" or "symlog"; `dpi` the PNG's resolution; `kinds` what the default
+    detection reports ("level", "slope", "regime": a regime is drawn as one hatched span).
     """
     check_int("dpi", dpi)
     if isinstance(run, MetricHistory):
@@ -523,7 +525,8 @@ def plot_run(
         run_dir = run_folder(run)
     out = Path(out_path) if out_path is not None else run_dir / "report.png"
     if transitions is None:
-        transitions = transitions_by_metric(history, transition_metrics(history), window_size=window_size)
+        transitions = transitions_by_metric(history, transition_metrics(history), window_size=window_size,
+                                            kinds=kinds)
     if title is None:
         title = run_dir.resolve().name if run_dir is not None else ""
     figure = build_figure(history, transitions, title=title, xscale=xscale)

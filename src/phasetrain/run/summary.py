@@ -17,23 +17,27 @@ KEY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss", "hessian_eig_1"
 
 
 def transitions_by_metric(history: MetricHistory, metrics: tuple[str, ...] = KEY_METRICS,
-                          window_size: int | None = None) -> dict[str, list[dict[str, Any]]]:
-    """{metric: [transition dicts]} for each of `metrics` present in `history`."""
+                          window_size: int | None = None,
+                          kinds: Sequence[str] = ("level",)) -> dict[str, list[dict[str, Any]]]:
+    """{metric: [transition dicts]} for each of `metrics` present in `history`; `kinds`: what the
+    detector reports ("level", "slope", "regime")."""
     from phasetrain.detect import detect_in_history
 
-    return {name: [t.to_dict() for t in detect_in_history(history, name, window_size)]
+    return {name: [t.to_dict() for t in detect_in_history(history, name, window_size, kinds=tuple(kinds))]
             for name in metrics if name in history}
 
 
 def training_summary(history: MetricHistory, meta: Mapping[str, Any], metrics: Sequence[str] = KEY_METRICS,
-                     window_size: float | None = None) -> dict[str, Any]:
+                     window_size: float | None = None, kinds: Sequence[str] = ("level",)) -> dict[str, Any]:
     """Summary dict: the keys of the original specification (`final_train_acc`, `phase_transitions`,
     `total_training_steps`) plus how the run ended (`status`), final/best losses and accuracies, best
     step, epochs run, early stop, skipped non-finite updates, wall time, and what happened in it,
     named (`phenomena`; `story`: the same in a few lines of words).
 
     metrics: the curves whose transitions `phase_transitions` holds (those recorded); window_size:
-    the detector's window in steps for them and for the phenomena (None: automatic)."""
+    the detector's window in steps for them and for the phenomena (None: automatic); kinds: what
+    `phase_transitions` reports ("level": abrupt changes, the original specification's; "slope",
+    "regime")."""
     return {
         "status": run_status(meta, _last_step(history)),
         "final_train_loss": _last(history, "train_loss"),
@@ -49,7 +53,7 @@ def training_summary(history: MetricHistory, meta: Mapping[str, Any], metrics: S
         "stop_reason": meta.get("stop_reason"),
         "nonfinite_skipped": meta.get("nonfinite_skipped", 0),
         "wall_time_s": meta.get("wall_time_s"),
-        "phase_transitions": transitions_by_metric(history, tuple(metrics), window_size),
+        "phase_transitions": transitions_by_metric(history, tuple(metrics), window_size, kinds),
         **phenomena_and_story(history, window_size),
     }
 
