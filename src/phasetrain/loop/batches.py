@@ -81,6 +81,8 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
 def move_to_device(batch: Any, device: torch.device) -> Any:
     """Move tensors (also inside tuples, lists and dicts) to `device`, without blocking where possible.
     Tensors already there are returned as they are (no dispatch on the hot path)."""
+    if type(batch) is tuple and all(isinstance(item, torch.Tensor) and item.device == device for item in batch):
+        return batch  # the common (inputs, targets) pair already in place: no rebuilding
     if isinstance(batch, torch.Tensor):
         return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, (tuple, list)):

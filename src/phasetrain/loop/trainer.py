@@ -314,10 +314,12 @@ class PhaseTransitionTrainer(RunViews):
             skip = self._guard_on_device(losses, grad_norm)
         elif not self._finite(losses, grad_norm, step):
             return
+        records = step % self.config.log_freq == 0
+        measured: dict[str, float] = {}
         due = self.recorder.monitors_due(step)
         if due:
             ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, self.state.epoch, batch, self.device)
-            self.recorder.run_monitors(ctx, due)
+            measured = self.recorder.run_monitors(ctx, due, record=not records)  # else in the training record
         self._update.apply(skip)
         self.state.step = step
         if self.scheduler is not None and self.config.scheduler_interval == "step":
@@ -329,11 +331,10 @@ class PhaseTransitionTrainer(RunViews):
                 window.add_predictions(*predictions)
         window.add_grad_norm(grad_norm)
         checkpoint_due = bool(self.config.checkpoint_freq) and step % self.config.checkpoint_freq == 0
-        records = step % self.config.log_freq == 0
         if (records or checkpoint_due) and self._settle_nonfinite():
             return
         if records:
-            self._log_train_record(step, bar)
+            self._log_train_record(step, bar, measured)
         if self._stop_signalled():
             if self._settle_nonfinite():
                 return
@@ -485,8 +486,9 @@ class PhaseTransitionTrainer(RunViews):
             return self._any_rank_signalled
         return self._signalled_here()
 
-    def _log_train_record(self, step: int, bar: Any) -> None:
-        record = self.recorder.record_window(step, {"lr": self._lr(), "epoch": self.state.epoch})
+    def _log_train_record(self, step: int, bar: Any, measured: dict[str, float]) -> None:
+        """The training record of `step`: the window's means, lr, epoch and what monitors `measured`."""
+        record = self.recorder.record_window(step, {"lr": self._lr(), "epoch": self.state.epoch, **measured})
         if not bar.disable:
             bar.update(step - bar.n)
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "train_acc")},

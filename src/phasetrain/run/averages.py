@@ -76,14 +76,21 @@ class StepAccumulator:
         self._count_held_predictions()
         totals, counts = list(self._host), [float(c) for c in self._counts]
         device_parts = self._device_sums()
-        if device_parts or is_distributed():
+        if is_distributed():
             local = torch.tensor(totals + counts, dtype=torch.float64, device=self.device)
             for index, total, left_out in device_parts:
                 local[index] += total
                 if left_out is not None:
                     local[3 + index] -= left_out
-            values = (all_reduce_sum(local) if is_distributed() else local).tolist()
+            values = all_reduce_sum(local).tolist()
             totals, counts = values[:3], values[3:]
+        elif device_parts:
+            values = torch.stack([value for _, total, left_out in device_parts
+                                  for value in (total, left_out) if value is not None]).tolist()
+            for index, _, left_out in device_parts:
+                totals[index] += values.pop(0)
+                if left_out is not None:
+                    counts[index] -= values.pop(0)
         self.reset()
         weights = {name: count for name, count in zip(NAMES, counts) if count}
         return {name: totals[i] / counts[i] for i, name in enumerate(NAMES) if name in weights}, weights

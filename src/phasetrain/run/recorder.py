@@ -229,16 +229,21 @@ class RunRecorder:
         """The monitors that measure at `step`."""
         return [monitor for monitor in self.monitors if monitor.should_run(step)]
 
-    def run_monitors(self, ctx: StepContext, due: list[Monitor] | None = None) -> None:
-        """Run the monitors due at `ctx.step` (or `due`) and record what they return. Every rank
-        runs them; under DDP rank 0's numbers are recorded on every rank."""
+    def run_monitors(self, ctx: StepContext, due: list[Monitor] | None = None, record: bool = True) -> dict[str, float]:
+        """Run the monitors due at `ctx.step` (or `due`) and return what they measured, recorded
+        unless `record` is False (a front end that records its training figures at the same step
+        passes them along, one record instead of two). Every rank runs them; under DDP rank 0's
+        numbers are returned on every rank."""
         due = self.monitors_due(ctx.step) if due is None else due
         if not due:
-            return
+            return {}
         results: dict[str, float] = {}
         for monitor in due:
             results.update(monitor.compute(ctx))
-        self.record(ctx.step, broadcast_object(results))
+        results = broadcast_object(results)
+        if record:
+            self.record(ctx.step, results)
+        return results
 
     def end_epoch(self) -> tuple[dict[str, float], bool]:
         """Close an epoch: (the epoch's mean train figures, whether the run's best improved in it).
