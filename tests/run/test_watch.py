@@ -132,3 +132,24 @@ def test_any_stream_detector_watches_through_the_trainer_and_survives_a_resume(t
     assert first.recorder.watcher.state_dict()["detectors"]["probe"] == {"fired": True}
     trainer().train(batches, num_epochs=6, callbacks=[Collect()], resume_from="latest")  # from step 40
     assert found == [("probe", 30)]  # the restored detector remembers it fired: no second report
+
+
+def test_the_watcher_says_a_metric_moves_while_it_changes_by_a_tenth_of_its_range():
+    # A val_loss-like curve every 10 steps: falls from 2 to 1 over the first 200 steps, stands at 1
+    # (noise 0.01), falls to 0.2 between steps 1000 and 1200, then stands again.
+    steps = np.arange(10, 2001, 10)
+    level = np.interp(steps, [0, 200, 1000, 1200], [2.0, 1.0, 1.0, 0.2])
+    values = level + 0.01 * np.random.default_rng(0).standard_normal(steps.size)
+    watcher = TransitionWatcher(("val_loss",), window_size=20)  # 10 records: a window of 100 steps
+    moving = {}
+    for step, value in zip(steps.tolist(), values.tolist()):
+        watcher.observe(step, {"val_loss": value, "lr": 0.1})
+        moving[step] = watcher.moving
+        if step == 1100:
+            clone = TransitionWatcher(("val_loss",), window_size=20)
+            clone.load_state_dict(watcher.state_dict())
+            assert clone.moving
+    assert not moving[10] and all(moving[s] for s in range(110, 201, 10))  # once a window has passed
+    assert not any(moving[s] for s in range(310, 1001, 10))  # the plateau
+    assert all(moving[s] for s in range(1040, 1201, 10))  # the fall, once a window of it is a tenth of the range
+    assert not any(moving[s] for s in range(1310, 2001, 10))

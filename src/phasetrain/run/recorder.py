@@ -219,9 +219,18 @@ class RunRecorder:
         self.record(step, record)
         return record
 
-    def monitors_due(self, step: int) -> list[Monitor]:
-        """The monitors that measure at `step`."""
-        return [monitor for monitor in self.monitors if monitor.should_run(step)]
+    def monitors_due(self, step: int, since: int | None = None) -> list[Monitor]:
+        """The monitors that measure at `step`, or at any step from `since` to `step` (a hand-written
+        loop that records every few steps). Each is told first whether the watched metrics move
+        (`Monitor.note_movement`; a monitor without that method is not told)."""
+        moving = self.watcher.moving
+        due = []
+        for monitor in self.monitors:
+            if hasattr(monitor, "note_movement"):
+                monitor.note_movement(moving)
+            if any(monitor.should_run(s) for s in range(step if since is None else since, step + 1)):
+                due.append(monitor)
+        return due
 
     def run_monitors(self, ctx: StepContext, due: list[Monitor] | None = None) -> None:
         """Run the monitors due at `ctx.step` (or `due`) and record what they return. Every rank
