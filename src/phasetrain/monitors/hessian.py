@@ -195,7 +195,7 @@ def _diagonal_names(monitor: HessianMonitor, optimizer: torch.optim.Optimizer) -
 
 def _eigenvalues_first_cost(monitor: HessianMonitor) -> float:
     """A cold top-k measurement in training steps: 30 + 15 k (Lanczos from a random start; measured
-    28-37 for k=1 on grokking, 43-82 for k=3 on the benchmark MLP, README "Curvature")."""
+    32-41 for k=1 on grokking, 43-82 for k=3 on the benchmark MLP, README "Curvature")."""
     return 30.0 + 15.0 * monitor.k
 
 
