@@ -1,12 +1,14 @@
 """What leaving curvature on costs a run, and what `hessian_budget` buys: measured side by side.
 
 Two runs a user makes, each trained without curvature, with the monitor every `hessian_freq`
-steps, and with a time budget, interleaved (repeats alternate the three) in one process, CPU time:
+steps, and with a time budget, interleaved (each repeat runs every case, starting one case later
+than the repeat before, so that no case always runs first) in one process, CPU time:
 - `examples/grokking.py` (top eigenvalue, k=1, every 100 steps);
 - the benchmark MLP 784-256-256-10 of `benchmarks/curvature.py`, SGD on random labels, batch 512,
   with the trainer's default curvature (diagonal) and with eigenvalues (k=3).
 Overhead = (time with curvature) / (time without) - 1, medians over the repeats. For grokking,
-measurements per 100 steps on the plateau before the jump and inside it (val_acc from 10% to 90%).
+measurements per 100 steps on the plateau before the jump and inside it (val_acc from 10% to 90%),
+and the steps measured in each repeat; for the MLP, the number of measurements in each repeat.
 
 usage: python benchmarks/curvature_budget.py [--repeats 3] [--small]
 """
@@ -52,16 +54,18 @@ def density(result: dict) -> dict[str, float | None]:
     end = next((s for s, v in zip(steps, values) if v >= 0.9), None)
     measured = history.steps("hessian_eig_1")
     if start is None or end is None or end <= start:
-        return {"plateau_per_100": None, "jump_per_100": None, "measurements": int(measured.size)}
+        return {"plateau_per_100": None, "jump_per_100": None, "measurements": int(measured.size),
+                "steps": measured.tolist()}
     memorised = result["train_acc_full_step"] or 0
     plateau = ((measured > memorised) & (measured < start)).sum()
     jump = ((measured >= start) & (measured <= end)).sum()
     plateau_span = start - memorised
     return {"plateau_per_100": 100 * plateau / max(plateau_span, 1), "jump_per_100": 100 * jump / max(end - start, 1),
-            "jump": [start, end], "measurements": int(measured.size)}
+            "jump": [start, end], "measurements": int(measured.size), "steps": measured.tolist()}
 
 
-def mlp_run(curvature: dict, steps: int, hidden: int) -> float:
+def mlp_run(curvature: dict, steps: int, hidden: int) -> tuple[float, int]:
+    """CPU seconds of the run, and how many curvature measurements it made."""
     torch.manual_seed(0)
     model = build_mlp(hidden)
     x = torch.randn(512, 784, generator=torch.Generator().manual_seed(1))
@@ -72,7 +76,9 @@ def mlp_run(curvature: dict, steps: int, hidden: int) -> float:
                                          **curvature)
         started = time.process_time()
         trainer.train([(x, y)] * 100, num_epochs=steps // 100)
-        return time.process_time() - started
+        seconds = time.process_time() - started
+    measured = [name for name in ("hessian_diag_mean", "hessian_eig_1") if name in trainer.history]
+    return seconds, trainer.history.steps(measured[0]).size if measured else 0
 
 
 def main() -> None:
@@ -95,31 +101,42 @@ def main() -> None:
     }
     grok_times: dict[str, list[float]] = {name: [] for name in grok_cases}
     mlp_times: dict[str, list[float]] = {name: [] for name in mlp_cases}
-    densities = {}
-    for _ in range(args.repeats):  # interleaved: each repeat runs every case once
-        for name, extra in grok_cases.items():
-            seconds, result = grokking_run(extra, args.small)
+    densities: dict[str, list[dict]] = {name: [] for name in grok_cases}
+    counts: dict[str, list[int]] = {name: [] for name in mlp_cases}
+    for repeat in range(args.repeats):  # interleaved: each repeat runs every case once
+        for name in rotated(list(grok_cases), repeat):
+            seconds, result = grokking_run(grok_cases[name], args.small)
             grok_times[name].append(seconds)
-            densities[name] = density(result)
-        for name, curvature in mlp_cases.items():
-            mlp_times[name].append(mlp_run(curvature, mlp_steps, hidden))
+            densities[name].append(density(result))
+        for name in rotated(list(mlp_cases), repeat):
+            seconds, count = mlp_run(mlp_cases[name], mlp_steps, hidden)
+            mlp_times[name].append(seconds)
+            counts[name].append(count)
     rows = []
     for run, times in (("grokking", grok_times), ("MLP 784-256-256-10" if not args.small else "MLP small", mlp_times)):
         base = statistics.median(times["none"])
         for name, values in times.items():
             median = statistics.median(values)
             rows.append({"run": run, "case": name, "cpu_s": median, "overhead": median / base - 1,
-                         **({"density": densities[name]} if run == "grokking" and name in densities else {})})
-    print(f"{'run':20} {'curvature':34} {'cpu s':>8} {'overhead':>9}  measurements per 100 steps (plateau / jump)")
+                         **({"density": densities[name]} if run == "grokking" else {"measurements": counts[name]})})
+    print("density (measurements per 100 steps on the plateau / in the jump) and measurements: of each repeat")
+    print(f"{'run':20} {'curvature':34} {'cpu s':>8} {'overhead':>9}  measurements")
     for row in rows:
-        d = row.get("density") or {}
-        shown = (f"{d['plateau_per_100']:.2f} / {d['jump_per_100']:.2f}" if d.get("plateau_per_100") is not None
-                 else "")
+        shown = "; ".join(
+            f"{d['plateau_per_100']:.2f} / {d['jump_per_100']:.2f} at {d['steps']}" if d.get("plateau_per_100")
+            is not None else str(d.get("measurements", 0)) for d in row["density"]
+        ) if "density" in row else str(row["measurements"])
         print(f"{row['run']:20} {row['case']:34} {row['cpu_s']:8.2f} {row['overhead']:9.1%}  {shown}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({"threads": 1, "repeats": args.repeats, "small": args.small, "rows": rows},
                                   indent=1, default=float))
     print(f"wrote {RESULTS}")
+
+
+def rotated(names: list[str], by: int) -> list[str]:
+    """`names` starting at the one `by` places on (cyclically)."""
+    by %= len(names)
+    return names[by:] + names[:by]
 
 
 if __name__ == "__main__":

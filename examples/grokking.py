@@ -85,8 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="steps between top-Hessian-eigenvalue measurements (each costs about 45 "
                              "training steps); default 100, --small 50")
     parser.add_argument("--hessian-budget", type=float, default=None, metavar="FRACTION",
-                        help="let curvature take at most this fraction of wall time (e.g. 0.05): the monitor "
-                             "measures every --hessian-freq steps while the sharpness moves, sparser on plateaus")
+                        help="let curvature take at most this fraction of training wall time (e.g. 0.05): the "
+                             "monitor measures once it has earned a measurement's cost, denser while the "
+                             "watched metrics move, at least --hessian-freq steps apart")
     parser.add_argument("--no-curvature", action="store_true", help="no Hessian monitor (a baseline for its cost)")
     parser.add_argument("--small", action="store_true",
                         help="a reduced run for CI (p=59, 50%% of pairs, 800 steps) that still groks")

@@ -367,6 +367,31 @@ def test_log_step_runs_the_weight_norm_and_curvature_monitors_on_the_current_wei
     assert trainer.history.values("hessian_eig_1")[0] == pytest.approx(dense, rel=1e-3)
 
 
+def test_a_time_budget_keeps_a_small_run_within_it_by_the_monitors_own_accounts(tmp_path, loaders):
+    from phasetrain.monitors.hessian import HessianMonitor
+
+    clock = [0.0]
+
+    def loss_fn(outputs, targets):  # on the monitor's clock a training step takes 1 s, a measurement 10 s
+        if torch.is_grad_enabled():
+            clock[0] += 1.0 if model.training else 10.0
+        return nn.functional.cross_entropy(outputs, targets)
+
+    model = make_mlp()
+    monitor = HessianMonitor("diagonal", freq=5, budget=0.25, num_samples=8, num_exact=2, clock=lambda: clock[0])
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), loss_fn, log_dir=tmp_path / "run",
+                                     monitors=[monitor], checkpoint_freq=None, progress_bar=False)
+    told = []
+    monitor.note_movement = lambda moving: told.append(moving) or HessianMonitor.note_movement(monitor, moving)
+    trainer.train(*loaders, num_epochs=30)  # 180 steps
+    measured = trainer.history.steps("hessian_diag_mean").tolist()
+    assert len(told) == 180  # the recorder told it at every step whether the watched metrics move
+    assert measured[0] == 41  # the first diagonal is expected to cost 8 + 2 steps: 25% of 40 pays for it
+    assert len(measured) >= 2 and min(b - a for a, b in zip(measured, measured[1:])) >= 5
+    assert monitor.schedule.trained_s == 179 and monitor.schedule.spent_s == 10.0 * len(measured)
+    assert monitor.schedule.overhead() <= 0.25
+
+
 def test_results_dict_holds_summary_and_history(tmp_path, loaders):
     trainer = make_trainer(tmp_path)
     results = trainer.train(*loaders, num_epochs=2)

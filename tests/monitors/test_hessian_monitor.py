@@ -1,5 +1,4 @@
 import gc
-import itertools
 import math
 import random
 import weakref
@@ -225,35 +224,57 @@ def test_later_measurements_warm_start_lobpcg_from_the_kept_vectors(monkeypatch)
     assert len(cold_calls) == 1  # only the first measurement was cold
 
 
-def test_a_time_budget_caps_the_fraction_and_backs_off_while_the_metric_stands_still(monkeypatch):
-    import types
-
-    import phasetrain.monitors.hessian as hessian_module
-
+def _budget_run(moving: bool, steps: int = 2000) -> tuple[list[int], HessianMonitor]:
+    """A monitor with a 5% budget asked at every step of a fake clock: a training step takes 1 s,
+    a measurement 10 s (its one loss on the curvature batch), as long as the monitor expects of a
+    first diagonal with 8 + 2 probes. The watched metrics move throughout, or never."""
     clock = [0.0]
-    monkeypatch.setattr(hessian_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
-    def loss_fn(out, y):  # a measurement costs 0.5 s of wall time, a training step 1 s
-        clock[0] += 0.5
+    def loss_fn(out, y):
+        clock[0] += 10.0
         return F.cross_entropy(out, y)
 
     model, batch = _model(), _batch(1)
-    monitor = HessianMonitor("diagonal", freq=2, budget=0.05, num_samples=100, num_exact=100)  # exact: no noise
-    steps = []
-    for step in range(1, 651):
+    monitor = HessianMonitor("diagonal", freq=2, budget=0.05, num_samples=8, num_exact=2, clock=lambda: clock[0])
+    measured = []
+    for step in range(1, steps + 1):
         clock[0] += 1.0
-        if step > 500:  # the weights move from here on, and so does the diagonal
-            with torch.no_grad():
-                model[0].weight.mul_(1.02)
+        monitor.note_movement(moving)
         if monitor.should_run(step):
             monitor.compute(_ctx(model, batch, step=step, loss_fn=loss_fn))
-            steps.append(step)
-            assert monitor._spent <= 0.05 * clock[0] + 0.5  # within budget, give or take one measurement
-    gaps = [b - a for a, b in itertools.pairwise(steps)]
-    still = [g for a, g in zip(steps, gaps) if a + g <= 500]
-    moving = [g for a, g in zip(steps, gaps) if a > 530]
-    assert still[:3] == [19, 10, 9]  # the budget alone: 0.5 s per 5% of ~10 s
-    assert [g for g in still[3:] if g > 10] == [16, 32, 64, 128, 128]  # then doubling while still, up to 64 * freq
-    assert moving and max(moving) <= 16  # back to short intervals once it moves
+            measured.append(step)
+            share = 1.0 if moving or len(measured) == 1 else 0.5
+            assert monitor.schedule.spent_s <= share * 0.05 * monitor.schedule.trained_s  # by its own accounts
+    return measured, monitor
+
+
+def test_a_time_budget_waits_for_the_first_measurement_then_spends_what_it_earned():
+    measured, monitor = _budget_run(moving=True)
+    # The first diagonal is expected to cost 8 + 2 steps: 5% of 200 steps pays for it.
+    assert measured == list(range(201, 2001, 200))  # and each later one, 10 s, too
+    assert monitor.schedule.overhead() == pytest.approx(9 * 10 / 1999)
+    assert monitor.schedule.trained_s == 2000 - 1  # the measurements are not training time
+
+
+def test_a_time_budget_measures_denser_while_the_watched_metrics_move():
+    moving, _ = _budget_run(moving=True)
+    still, monitor = _budget_run(moving=False)
+    # The first as soon as it is paid for; then, on a plateau, at most half of what was earned.
+    assert still == [201, 801, 1201, 1601] and len(moving) == 9
+    assert monitor.schedule.overhead() <= 0.025
+
+
+def test_the_time_budget_keeps_its_balance_across_a_resume_and_hessian_freq_alone_is_every_freq_steps():
+    measured, monitor = _budget_run(moving=True, steps=600)
+    state = monitor.state_dict()["budget"]
+    resumed = HessianMonitor("diagonal", freq=2, budget=0.05, num_samples=8, num_exact=2, clock=lambda: 0.0)
+    resumed.load_state_dict(monitor.state_dict())
+    assert resumed.schedule.state_dict() == state and state["last_step"] == measured[-1]
+    plain = HessianMonitor("diagonal", freq=7)
+    plain.note_movement(True)
+    assert [s for s in range(1, 30) if plain.should_run(s)] == [7, 14, 21, 28]
+
+
+def test_a_time_budget_must_be_a_fraction():
     with pytest.raises(ValueError, match="budget"):
         HessianMonitor(budget=1.5)

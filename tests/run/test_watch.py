@@ -212,3 +212,41 @@ def test_a_watch_budget_changes_nothing_on_a_slow_loop():
     _, free, found_free = watch_with_clock(None, 0.05, 1e-3)
     _, budgeted, found_budgeted = watch_with_clock(0.01, 0.05, 1e-3)
     assert budgeted.checks == free.checks and found_budgeted == found_free
+def test_the_watcher_says_a_metric_moves_while_it_changes_by_a_tenth_of_its_range():
+    # A val_loss-like curve every 10 steps: falls from 2 to 1 over the first 200 steps, stands at 1
+    # (noise 0.01), falls to 0.2 between steps 1000 and 1200, then stands again.
+    steps = np.arange(10, 2001, 10)
+    level = np.interp(steps, [0, 200, 1000, 1200], [2.0, 1.0, 1.0, 0.2])
+    values = level + 0.01 * np.random.default_rng(0).standard_normal(steps.size)
+    watcher = TransitionWatcher(("val_loss",), window_size=20)  # 10 records: a window of 100 steps
+    moving = {}
+    for step, value in zip(steps.tolist(), values.tolist()):
+        watcher.observe(step, {"val_loss": value, "lr": 0.1})
+        moving[step] = watcher.moving
+        if step == 1100:
+            clone = TransitionWatcher(("val_loss",), window_size=20)
+            clone.load_state_dict(watcher.state_dict())
+            assert clone.moving
+    assert not moving[10] and all(moving[s] for s in range(110, 201, 10))  # once a window has passed
+    assert not any(moving[s] for s in range(310, 1001, 10))  # the plateau
+    assert all(moving[s] for s in range(1040, 1201, 10))  # the fall, once a window of it is a tenth of the range
+    assert not any(moving[s] for s in range(1310, 2001, 10))
+
+
+def test_records_held_back_are_fed_before_a_checkpoint_so_a_resume_reports_nothing_twice(tmp_path):
+    """A watcher always over its budget holds every record; the checkpoint's state must still
+    have seen them (fed and announced), or the resumed run would confirm the same change again."""
+    from phasetrain.run.config import RecordingConfig
+    from phasetrain.run.recorder import RunRecorder
+
+    found = []
+    recorder = RunRecorder(RecordingConfig(tmp_path, watch_metrics=("val_acc",), watch_window=20), "test")
+    recorder.watcher.clock = lambda: 0.0 if recorder.watcher._began is None else 1.0  # every check over budget
+    recorder.watcher._spent = 1.0
+    recorder.transition_hooks.append(found.append)
+    rng = np.random.default_rng(0)
+    for step in range(1, 401):
+        recorder.record(step, {"val_acc": (0.9 if step >= 201 else 0.1) + 0.01 * float(rng.standard_normal())})
+    assert found == [] and recorder.watcher._held["val_acc"]
+    state = recorder.state_dict()
+    assert [t.metric for t in found] == ["val_acc"] and not state["watcher"]["held"]

@@ -249,7 +249,7 @@ class PhaseTransitionTrainer(RunViews):
             self._start_own_loop(batch)
         record = {"train_loss": loss, "train_acc": acc, "grad_norm": grad_norm, "epoch": epoch, **metrics}
         self.recorder.record(step, record)
-        due = [m for m in self.monitors if any(m.should_run(s) for s in range(previous + 1, step + 1))]
+        due = self.recorder.monitors_due(step, since=previous + 1)
         if due:
             pair = split_batch(batch) if batch is not None else (None, None)
             ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, epoch, pair, self.device)

@@ -41,6 +41,11 @@ class Monitor:
         """True at the steps this monitor measures (default: every `freq`-th step)."""
         return step % self.freq == 0
 
+    def note_movement(self, moving: bool) -> None:
+        """Told before every `should_run` by the recorder: whether a metric the run watches is
+        changing now (`TransitionWatcher.moving`). Ignored by default; a monitor with a time budget
+        measures more while metrics move."""
+
     def compute(self, ctx: StepContext) -> dict[str, float]:
         """Measure and return {metric_name: value}; names are flat snake_case."""
         raise NotImplementedError

@@ -24,7 +24,7 @@ What it measures, and on what:
   (with `hessian_diag_std_stderr`), `hessian_diag_max` and `hessian_trace`; see
   `phasetrain.curvature.diagonal` for what is exact and what is estimated.
 Methods are the table `METHODS`: a new one is a function and an entry. With `budget` (a fraction
-of wall time) the monitor picks its own steps (`HessianMonitor.should_run`).
+of training wall time) the monitor picks its own steps (`phasetrain.monitors.budget.TimeBudget`).
 Under `torch.distributed` (initialised, world size > 1) every process must call `compute` at the
 same steps: each multiplies its share of the curvature batch (the `batches` given, split along
 dim 0 by rank; by default, the union of the first batches the processes saw, gathered once),
@@ -37,7 +37,6 @@ without. A non-finite loss on the curvature batch gives NaN values instead of an
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,16 +50,13 @@ from phasetrain.curvature.lanczos import LanczosResult, lanczos
 from phasetrain.curvature.lobpcg import lobpcg
 from phasetrain.curvature.operator import Batch, HessianOperator, batch_size
 from phasetrain.monitors.base import Monitor, StepContext, eval_mode
+from phasetrain.monitors.budget import TimeBudget
 
 GUARD = 1  # eigenvectors kept beyond the k reported, for the next warm start
 # A warm start whose first Rayleigh-Ritz leaves a residual above STALE * |eigenvalue| is dropped for
 # a cold Lanczos: on the benchmark MLP such starts (0.4-0.6) cost LOBPCG more products than a cold
 # start, while those below 0.1 cost it a third to a half (docs/curvature.md).
 STALE = 0.2
-# With a time budget: a leading metric that moved by more than MOVING (relative) between two
-# measurements keeps the interval at `freq`; otherwise it doubles, up to MAX_INTERVAL * freq.
-MOVING = 0.05
-MAX_INTERVAL = 64
 
 
 def _map(x: Any, fn: Callable[[Tensor], Tensor]) -> Any:
@@ -197,19 +193,32 @@ def _diagonal_names(monitor: HessianMonitor, optimizer: torch.optim.Optimizer) -
             "hessian_diag_max", "hessian_trace"]
 
 
+def _eigenvalues_first_cost(monitor: HessianMonitor) -> float:
+    """A cold top-k measurement in training steps: 30 + 15 k (Lanczos from a random start; measured
+    32-41 for k=1 on grokking, 43-82 for k=3 on the benchmark MLP, README "Curvature")."""
+    return 30.0 + 15.0 * monitor.k
+
+
+def _diagonal_first_cost(monitor: HessianMonitor) -> float:
+    """The diagonal in training steps: about one per probe (26 measured for 22 + 4 on the benchmark MLP)."""
+    return float(monitor.num_samples + monitor.num_exact)
+
+
 @dataclass(frozen=True)
 class Method:
     """A curvature method of `HessianMonitor`: `measure(monitor, op, optimizer)` returns the metrics
     measured with the open `HessianOperator` `op`; `names(monitor, optimizer)` lists them (for the
-    NaN values of a non-finite loss)."""
+    NaN values of a non-finite loss); `first_cost(monitor)` is the expected cost of a first
+    measurement in training steps (a time budget waits until it has earned that much)."""
 
     measure: Callable[[HessianMonitor, HessianOperator, torch.optim.Optimizer], dict[str, float]]
     names: Callable[[HessianMonitor, torch.optim.Optimizer], list[str]]
+    first_cost: Callable[[HessianMonitor], float]
 
 
 METHODS: dict[str, Method] = {
-    "diagonal": Method(_diagonal, _diagonal_names),
-    "eigenvalues": Method(_eigenvalues, _eigenvalue_names),
+    "diagonal": Method(_diagonal, _diagonal_names, _diagonal_first_cost),
+    "eigenvalues": Method(_eigenvalues, _eigenvalue_names, _eigenvalues_first_cost),
 }
 
 
@@ -224,8 +233,9 @@ class HessianMonitor(Monitor):
     products H_gg z, many of them cheap);
     `batches`: fixed curvature batches `[(inputs, targets), ...]` (default: the first one seen);
     `seed`: of the monitor's own generator (random starts and probes);
-    `budget`: a fraction of wall time (e.g. 0.05) under which the monitor picks its own steps
-    (`should_run`; `freq` is then the shortest interval), or None for every `freq` steps.
+    `budget`: a fraction of training wall time (e.g. 0.05) under which the monitor picks its own
+    steps (`should_run`; `freq` is then the shortest interval), or None for every `freq` steps;
+    `clock`: the wall clock of the budget, in seconds (`time.perf_counter`; tests pass a fake one).
     """
 
     def __init__(
@@ -241,6 +251,7 @@ class HessianMonitor(Monitor):
         num_samples: int = 22,
         num_exact: int = 4,
         budget: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
@@ -273,46 +284,28 @@ class HessianMonitor(Monitor):
         if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget < 1):
             raise ValueError(f"budget must be a fraction of wall time in (0, 1) or None, got {budget!r}")
         self.budget = budget
-        # With a budget: wall seconds spent in compute, the clock at the first should_run, the last
-        # call's cost, step and leading value, and the current interval in steps.
-        self._spent, self._clock_start, self._last_cost = 0.0, None, 0.0
-        self._last_step: int | None = None
-        self._last_value: float | None = None
-        self._gap = self.freq
+        self.schedule = None if budget is None else TimeBudget(budget, self.freq, METHODS[method].first_cost(self),
+                                                               clock)
 
     def should_run(self, step: int) -> bool:
-        """Without `budget`: every `freq`-th step. With it: the first step asked about, then whenever
-        (a) `step` is at least the current interval past the last measurement (`freq` while the
-        leading metric, eig_1 or the diagonal's mean, moved by more than `MOVING` between the last
-        two measurements; doubled after every measurement that found it still, up to
-        `MAX_INTERVAL * freq`), and (b) one more measurement as costly as the last keeps the wall
-        time spent in `compute` within `budget` of the wall time since the first call (which is
-        why the trainer must ask at every step). Under `torch.distributed` the processes agree
-        (all measure only if all would): their clocks differ."""
-        if self.budget is None:
+        """Without `budget`: every `freq`-th step. With it: whenever its `TimeBudget` says so (the
+        first measurement once the budget earned covers its expected cost, then dense while the
+        run's watched metrics move and sparse while they stand still, at least `freq` steps apart),
+        which is why the trainer must ask at every step. Under `torch.distributed` the processes
+        agree (all measure only if all would): their clocks differ."""
+        if self.schedule is None:
             return step % self.freq == 0
-        now = time.perf_counter()
-        if self._clock_start is None:
-            self._clock_start = now
-        run = self._last_step is None or (
-            step - self._last_step >= self._gap
-            and self._spent + self._last_cost <= self.budget * (now - self._clock_start + self._last_cost)
-        )
+        run = self.schedule.due(step)
         if _world()[1] > 1:
             flag = torch.tensor([int(run)])
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
             run = bool(flag.item())
         return run
 
-    def _account(self, step: int, seconds: float, out: dict[str, float]) -> None:
-        """Book a measurement's cost and adapt the interval to how much the leading metric moved."""
-        self._spent += seconds
-        self._last_cost = seconds
-        value = next(iter(out.values()), float("nan"))
-        if self._last_value is not None and math.isfinite(value) and math.isfinite(self._last_value):
-            moved = abs(value - self._last_value) > MOVING * max(abs(self._last_value), 1e-30)
-            self._gap = self.freq if moved else min(2 * self._gap, MAX_INTERVAL * self.freq)
-        self._last_value, self._last_step = value, step
+    def note_movement(self, moving: bool) -> None:
+        """Whether the run's watched metrics move now: a budget spends more of itself while they do."""
+        if self.schedule is not None:
+            self.schedule.note_movement(moving)
 
     @property
     def generator(self) -> torch.Generator:
@@ -351,7 +344,7 @@ class HessianMonitor(Monitor):
     def compute(self, ctx: StepContext) -> dict[str, float]:
         """Measure on the fixed batch with every module in eval mode; restores the modes. Under
         `torch.distributed`, every process must call it at the same step (module notes)."""
-        start = time.perf_counter()
+        start = self.schedule.clock() if self.schedule is not None else 0.0
         batches = self._prepare(ctx)
         method = METHODS[self.method]
         distributed = _world()[1] > 1
@@ -360,8 +353,8 @@ class HessianMonitor(Monitor):
                 out = {name: float("nan") for name in method.names(self, ctx.optimizer)}
             else:
                 out = method.measure(self, op, ctx.optimizer)
-        if self.budget is not None:
-            self._account(ctx.step, time.perf_counter() - start, out)
+        if self.schedule is not None:
+            self.schedule.book(ctx.step, self.schedule.clock() - start)
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -374,7 +367,7 @@ class HessianMonitor(Monitor):
             "generator_state": generator_state,
             "vectors": None if self.vectors is None else self.vectors.detach().cpu(),
             "batches": batches,
-            "schedule": [self._last_cost, self._last_step, self._last_value, self._gap],
+            "budget": None if self.schedule is None else self.schedule.state_dict(),
             "split": self._split,
         }
 
@@ -384,8 +377,8 @@ class HessianMonitor(Monitor):
         self._generator = None
         self.vectors = state["vectors"]
         self._split = state.get("split", self._split)
-        if "schedule" in state:  # the wall clock (and the time spent) restart with the resumed run
-            self._last_cost, self._last_step, self._last_value, self._gap = state["schedule"]
+        if self.schedule is not None and state.get("budget") is not None:  # older checkpoints: a fresh budget
+            self.schedule.load_state_dict(state["budget"])
         if state["batches"] is not None:
             self._batches = [(x, y) for x, y in state["batches"]]
             self._batch_device = None

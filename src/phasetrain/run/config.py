@@ -151,8 +151,9 @@ class RecordingConfig:
     hessian_k: int = 3
     """Eigenvalues recorded with hessian_method="eigenvalues"."""
     hessian_budget: float | None = None
-    """A fraction of wall time (e.g. 0.05) curvature may take: the monitor then picks its own steps,
-    every `hessian_freq` steps while curvature moves and up to 64 times sparser on plateaus.
+    """A fraction of training wall time (e.g. 0.05) curvature may take: the monitor then picks its
+    own steps, spending only the budget earned so far, all of it while the watched metrics move and
+    half on plateaus, at least `hessian_freq` steps apart (`phasetrain.monitors.budget`).
     None: every `hessian_freq` steps."""
     hessian_batches: Sequence[Any] | None = None
     """Fixed curvature batches [(inputs, targets), ...] (averaged); None: the first training batch."""

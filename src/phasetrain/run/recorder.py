@@ -225,9 +225,18 @@ class RunRecorder:
         self.record(step, record)
         return record
 
-    def monitors_due(self, step: int) -> list[Monitor]:
-        """The monitors that measure at `step`."""
-        return [monitor for monitor in self.monitors if monitor.should_run(step)]
+    def monitors_due(self, step: int, since: int | None = None) -> list[Monitor]:
+        """The monitors that measure at `step`, or at any step from `since` to `step` (a hand-written
+        loop that records every few steps). Each is told first whether the watched metrics move
+        (`Monitor.note_movement`; a monitor without that method is not told)."""
+        moving = self.watcher.moving
+        due = []
+        for monitor in self.monitors:
+            if hasattr(monitor, "note_movement"):
+                monitor.note_movement(moving)
+            if any(monitor.should_run(s) for s in range(step if since is None else since, step + 1)):
+                due.append(monitor)
+        return due
 
     def run_monitors(self, ctx: StepContext, due: list[Monitor] | None = None, record: bool = True) -> dict[str, float]:
         """Run the monitors due at `ctx.step` (or `due`) and return what they measured, recorded
@@ -374,7 +383,9 @@ class RunRecorder:
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """History, counters, open window, monitors and detectors (tensors, numbers, lists only:
-        checkpoints load with weights_only=True)."""
+        checkpoints load with weights_only=True). Records the watch budget held back are fed first
+        (and what they confirm announced), so a resume never reports a transition twice."""
+        self._announce(self.watcher.flush())
         return {
             "history": {k: {n: torch.from_numpy(a) for n, a in v.items()}
                         for k, v in self.history.state_dict().items()},

@@ -14,6 +14,10 @@ fraction of wall time), while the checks so far have taken more than that fracti
 since the first record, records are held back and later fed at once, with one check
 (`OnlineDetector.extend`): the same records are examined, confirmation comes later in wall time
 and in steps, and detection never costs much more than the budget.
+
+Before a detector can confirm anything, the watcher says whether a metric is changing now
+(`moving`): its change over the last window exceeds `MOVING_FRACTION` of the range it has spanned
+so far. The curvature time budget (`phasetrain.monitors.budget`) spends more while one does.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from phasetrain.detect import OnlineDetector, StreamDetector, Transition
 from phasetrain.detect.candidates import DEFAULT_WINDOW_FRACTION
+from phasetrain.detect.robust import ACCURACY_RANGE_FLOOR
 from phasetrain.run.summary import KEY_METRICS
 
 RECORDS_PER_WINDOW = 10
@@ -36,6 +41,10 @@ WATCH_BUDGET = 0.01
 DetectorFactory = Callable[[float, str], StreamDetector]
 # The online window when the run's length is not known in advance (a hand-written loop), in steps.
 UNPLANNED_WINDOW = 100
+# A metric moves while it changed over the last window by more than this fraction of the range it
+# has spanned (on grokking's curves, 0.1 marks val_loss from step 580 and val_acc from 690 to
+# about 1,080, the validation jump being 760-980, and nothing on the plateau after step 160).
+MOVING_FRACTION = 0.1
 
 
 def automatic_window(planned_steps: int | None) -> float:
@@ -75,7 +84,17 @@ class TransitionWatcher:
         self._detectors: dict[str, StreamDetector] = {}
         self._windows: dict[str, list[float]] = {}  # name -> [window steps, check_every]
         self._last_step: dict[str, float] = {}
+        self._recent: dict[str, list[list[float]]] = {}  # name -> [step, value] over the last window
+        self._extent: dict[str, list[float]] = {}  # name -> [lowest, highest] finite value so far
+        self._moving: dict[str, bool] = {}
         self.found: list[Transition] = []
+
+    @property
+    def moving(self) -> bool:
+        """Whether a watched metric moved, over the last window before its latest record, by more
+        than MOVING_FRACTION of the range it has spanned (at least ACCURACY_RANGE_FLOOR for a
+        metric that stayed within [0, 1]). False until a metric has a window of records."""
+        return any(self._moving.values())
 
     def observe(self, step: int, record: Mapping[str, float]) -> list[Transition]:
         """Feed one record (name -> value at `step`); return newly confirmed transitions, metric set."""
@@ -88,6 +107,7 @@ class TransitionWatcher:
             if name not in record or step <= self._last_step.get(name, -math.inf):
                 continue  # a second record at the same step (an epoch without updates) is not fed
             self._last_step[name] = step
+            self._follow(name, step, record[name])
             detector = self._detectors.get(name)
             if detector is None:
                 detector = self._start(name, step, record[name])
@@ -120,6 +140,22 @@ class TransitionWatcher:
             found = [t for s, v in held for t in detector.update(s, v)]
         return [t.with_metric(name) for t in found]
 
+    def _follow(self, name: str, step: int, value: float) -> None:
+        """Keep the metric's records of the last window and its range; decide whether it moves."""
+        if not math.isfinite(value):
+            return
+        low, high = self._extent.get(name, (value, value))
+        self._extent[name] = [min(low, value), max(high, value)]
+        recent = self._recent.setdefault(name, [])
+        recent.append([step, value])
+        if name not in self._windows:
+            return
+        window = self._windows[name][0]
+        while len(recent) > 1 and recent[1][0] <= step - window:
+            del recent[0]
+        then = recent[0]
+        self._moving[name] = then[0] <= step - window and moved(then[1], value, *self._extent[name])
+
     def _start(self, name: str, step: int, value: float) -> StreamDetector | None:
         if name not in self._first:
             self._first[name] = (step, value)
@@ -146,6 +182,9 @@ class TransitionWatcher:
             "found": [t.to_dict() for t in self.found],
             "last_step": dict(self._last_step),
             "held": {name: [list(pair) for pair in held] for name, held in self._held.items() if held},
+            "recent": {name: [list(pair) for pair in pairs] for name, pairs in self._recent.items()},
+            "extent": {name: list(pair) for name, pair in self._extent.items()},
+            "moving": dict(self._moving),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -160,3 +199,15 @@ class TransitionWatcher:
         self.found = [Transition(**t) for t in state["found"]]
         self._last_step = dict(state["last_step"])
         self._held = {name: [list(pair) for pair in held] for name, held in state.get("held", {}).items()}
+        self._recent = {name: [list(pair) for pair in pairs] for name, pairs in state.get("recent", {}).items()}
+        self._extent = {name: list(pair) for name, pair in state.get("extent", {}).items()}
+        self._moving = dict(state.get("moving", {}))
+
+
+def moved(then: float, now: float, low: float, high: float) -> bool:
+    """Whether a change from `then` to `now` exceeds MOVING_FRACTION of the range [low, high] the
+    curve has spanned, taken as at least ACCURACY_RANGE_FLOOR when it lies within [0, 1]."""
+    span = high - low
+    if low >= 0.0 and high <= 1.0:
+        span = max(span, ACCURACY_RANGE_FLOOR)
+    return abs(now - then) > MOVING_FRACTION * span
