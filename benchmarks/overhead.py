@@ -1,25 +1,43 @@
-"""Per-step cost of PhaseTransitionTrainer against a hand-written PyTorch loop, measured side by side.
+"""Per-step cost of PhaseTransitionTrainer, and of the anchors, against a hand-written PyTorch loop.
 
-The two loops alternate in blocks of `log_freq` (10) steps inside one process: a callback fired at
-every trainer log record runs the next 10 steps of the plain loop on a twin model (same shape,
-optimizer and batches), so both see the same machine state, caches and load. A trainer block is
-the time between two such callbacks: 10 trainer steps including its record (one host sync, the
-metric store, metrics.jsonl, the online detectors, the weight-norm monitor). Per-epoch work
-(metrics.json, best_model.pt) falls outside the blocks and is not counted.
-Setting: track_gradients=True, log_freq=10, checkpoint_freq=None, no progress bar, one thread.
-Times are the process's CPU time (`time.process_time`), which other jobs on a shared machine do
-not inflate; `--clock wall` uses wall-clock time instead.
+Each training loop is measured side by side with a plain loop in one process: every 10 steps (the
+record interval, `log_freq=10`) a hook of the loop under test runs the next 10 steps of a plain
+loop on a twin model (same shape, optimizer and batches), so both see the same machine state,
+caches and load. A block of the loop under test is the time between two such hooks: 10 steps
+including its record. Per-run work (start, the end of an epoch, metrics.json) falls outside the
+blocks. Reported per loop: the median block time of each side, their ratio (ratio of medians) and
+the added time per step in microseconds, (median block - median plain block) / 10.
 
-usage: python benchmarks/overhead.py [--steps 3000] [--small] [--clock cpu|wall]
+Loops:
+- phasetrain: `PhaseTransitionTrainer.train` with tracking on (loss, accuracy, gradient norm, weight
+  norm, online detection of the key metrics, metrics.jsonl), log_freq=10, no checkpoints;
+- lean: the least a recording loop must add (loss, correct count and gradient norm kept on the
+  device, one read per record);
+- ignite: `create_supervised_trainer` (when pytorch-ignite is installed);
+- lightning: a bare `lightning.Trainer` (logger, checkpoints, progress bar and summary off; when
+  lightning is installed).
+Cases (the step times the targets name): MLP 32-64-10 at 2 threads (~0.5 ms) and at 1 thread
+(~1 ms), MLP 64-256-256-10 batch 128 (~1.3 ms) and MLP 784-1024-1024-10 batch 256 (~30 ms). Adam,
+CPU. Every loop runs `--rounds` times per case, the loops alternating round by round, and the
+medians over rounds are reported, on two clocks: the process's CPU time (`time.process_time`),
+which other jobs on a shared machine do not inflate, and wall time (what a user waits; at 2
+threads CPU time also counts the second thread spinning through serial Python). Results go to
+benchmarks/results/overhead.json.
+
+usage: python benchmarks/overhead.py [--steps 2000] [--rounds 3] [--small] [--loops phasetrain,lean,...]
+       [--json PATH]
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn, optim
@@ -27,21 +45,26 @@ from torch import nn, optim
 from phasetrain import Callback, PhaseTransitionTrainer
 
 RESULTS = Path(__file__).with_name("results") / "overhead.json"
-CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
-LOG_FREQ = 10
+CLOCKS = ("cpu", "wall")  # the order of the pair `clocks()` returns
+BLOCK = 10  # steps per timed block: the record interval
+WARM_BLOCKS = 5  # the first blocks warm caches and allocators for both sides
 
 
-def tiny_mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+def mlp(*widths: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths, widths[1:]):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        return nn.Sequential(*layers[:-1])
+    return build
 
 
-def medium_mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
-
-
+# name: (model, batch size, threads, target ratio, steps as a fraction of --steps)
 CASES = {
-    "tiny MLP 64-256-256-10, batch 128": (tiny_mlp, 64, 128),
-    "medium MLP 784-1024-1024-10, batch 256": (medium_mlp, 784, 256),
+    "MLP 32-64-10, batch 64, 2 threads": (mlp(32, 64, 10), 64, 2, 1.10, 1.0),
+    "MLP 32-64-10, batch 64, 1 thread": (mlp(32, 64, 10), 64, 1, 1.04, 1.0),
+    "MLP 64-256-256-10, batch 128, 1 thread": (mlp(64, 256, 256, 10), 128, 1, 1.04, 1.0),
+    "MLP 784-1024-1024-10, batch 256, 1 thread": (mlp(784, 1024, 1024, 10), 256, 1, 1.01, 0.25),
 }
 
 
@@ -51,81 +74,174 @@ def make_batches(features: int, batch: int, steps: int) -> list[tuple[torch.Tens
             for _ in range(steps)]
 
 
-def plain_steps(model: nn.Module, optimizer: optim.Optimizer, batches: list) -> None:
-    """The loop a researcher writes by hand."""
-    loss_fn = nn.CrossEntropyLoss()
-    for inputs, targets in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
+class PlainTwin:
+    """The hand-written loop, run a block at a time between the blocks of the loop under test.
+    Every time is taken on both clocks: (CPU seconds, wall seconds)."""
 
-
-class PlainTwin(Callback):
-    """At each trainer record, times the trainer's last block, then runs and times a plain block."""
-
-    def __init__(self, build, batches: list, clock) -> None:
+    def __init__(self, build, batches: list) -> None:
+        torch.manual_seed(0)
         self.model = build()
         self.optimizer = optim.Adam(self.model.parameters(), lr=1e-3)
-        self.batches, self.clock = batches, clock
-        self.trainer_blocks: list[float] = []
-        self.plain_blocks: list[float] = []
-        self._resumed_at: float | None = None
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.batches = batches
+        self.blocks: list[tuple[float, float]] = []
+        self.tested_blocks: list[tuple[float, float]] = []
+        self._resumed_at: tuple[float, float] | None = None
+
+    def hook(self, step: int) -> None:
+        """Called by the loop under test after its step `step` (a multiple of BLOCK)."""
+        now = clocks()
+        if self._resumed_at is not None:
+            self.tested_blocks.append(elapsed(self._resumed_at, now))
+        start = clocks()
+        for inputs, targets in self.batches[step - BLOCK:step]:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loss_fn(self.model(inputs), targets).backward()
+            self.optimizer.step()
+        self.blocks.append(elapsed(start, clocks()))
+        self._resumed_at = clocks()
+
+
+def clocks() -> tuple[float, float]:
+    return time.process_time(), time.perf_counter()
+
+
+def elapsed(start: tuple[float, float], end: tuple[float, float]) -> tuple[float, float]:
+    return end[0] - start[0], end[1] - start[1]
+
+
+class TwinCallback(Callback):
+    def __init__(self, twin: PlainTwin) -> None:
+        self.twin = twin
 
     def on_log(self, trainer, step, metrics):
-        now = self.clock()
-        if self._resumed_at is not None:
-            self.trainer_blocks.append(now - self._resumed_at)
-        block = self.batches[step - LOG_FREQ:step]
-        start = self.clock()
-        plain_steps(self.model, self.optimizer, block)
-        self.plain_blocks.append(self.clock() - start)
-        self._resumed_at = self.clock()
+        self.twin.hook(step)
 
 
-def measure(name: str, build, features: int, batch: int, steps: int, clock) -> dict:
-    torch.manual_seed(0)
-    batches = make_batches(features, batch, steps)
-    model = build()
-    twin = PlainTwin(build, batches, clock)
+def run_phasetrain(model: nn.Module, batches: list, twin: PlainTwin) -> None:
     with tempfile.TemporaryDirectory() as log_dir:
         trainer = PhaseTransitionTrainer(model, optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss(),
-                                         device="cpu", track_gradients=True, log_freq=LOG_FREQ, checkpoint_freq=None,
+                                         device="cpu", track_gradients=True, log_freq=BLOCK, checkpoint_freq=None,
                                          log_dir=log_dir, progress_bar=False)
-        trainer.train(batches, num_epochs=1, callbacks=[twin])
-    warm = 5  # the first blocks warm caches and allocators for both
-    ours, plain = twin.trainer_blocks[warm:], twin.plain_blocks[warm + 1:]
-    ratios = [t / p for t, p in zip(ours, plain)]
-    return {"case": name, "plain_ms_per_step": statistics.median(plain) / LOG_FREQ * 1e3,
-            "trainer_ms_per_step": statistics.median(ours) / LOG_FREQ * 1e3,
-            "ratio_median": statistics.median(ratios), "ratio_of_totals": sum(ours) / sum(plain[:len(ours)]),
-            "blocks": len(ratios), "steps": steps}
+        trainer.train(batches, num_epochs=1, callbacks=[TwinCallback(twin)])
+
+
+def run_lean(model: nn.Module, batches: list, twin: PlainTwin) -> None:
+    """Loss, correct count and gradient norm summed on the device; one read per record."""
+    optimizer, loss_fn = optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()
+    params = list(model.parameters())
+    losses, correct, norms = [], [], []
+    for step, (inputs, targets) in enumerate(batches, start=1):
+        optimizer.zero_grad(set_to_none=True)
+        outputs = model(inputs)
+        loss = loss_fn(outputs, targets)
+        loss.backward()
+        losses.append(loss.detach())
+        correct.append((outputs.argmax(dim=1) == targets).sum())
+        norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params]))))
+        optimizer.step()
+        if step % BLOCK == 0:
+            sums = [torch.stack(losses).sum(), torch.stack(correct).sum().float(), torch.stack(norms).sum()]
+            torch.stack(sums).tolist()
+            losses, correct, norms = [], [], []
+            twin.hook(step)
+
+
+def run_ignite(model: nn.Module, batches: list, twin: PlainTwin) -> None:
+    from ignite.engine import Events, create_supervised_trainer
+
+    engine = create_supervised_trainer(model, optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss())
+    engine.add_event_handler(Events.ITERATION_COMPLETED(every=BLOCK), lambda e: twin.hook(e.state.iteration))
+    engine.run(batches, max_epochs=1)
+
+
+def run_lightning(model: nn.Module, batches: list, twin: PlainTwin) -> None:
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.loss_fn = model, nn.CrossEntropyLoss()
+
+        def training_step(self, batch, batch_idx):
+            inputs, targets = batch
+            return self.loss_fn(self.net(inputs), targets)
+
+        def configure_optimizers(self):
+            return optim.Adam(self.parameters(), lr=1e-3)
+
+    class Hook(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step % BLOCK == 0:
+                twin.hook(trainer.global_step)
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Hook()])
+    trainer.fit(Module(), DataLoader(batches, batch_size=None))
+
+
+LOOPS = {"phasetrain": (run_phasetrain, None), "lean": (run_lean, None), "ignite": (run_ignite, "ignite"),
+         "lightning": (run_lightning, "lightning")}
+
+
+def measure(loop: str, build, batches: list) -> dict:
+    """One run of `loop` against its plain twin: per clock, the median block times, their ratio and
+    the added microseconds per step."""
+    torch.manual_seed(0)
+    model = build()
+    twin = PlainTwin(build, batches)
+    LOOPS[loop][0](model, batches, twin)
+    tested, plain = twin.tested_blocks[WARM_BLOCKS:], twin.blocks[WARM_BLOCKS + 1:]
+    result = {}
+    for index, clock in enumerate(CLOCKS):
+        tested_median = statistics.median(block[index] for block in tested)
+        plain_median = statistics.median(block[index] for block in plain)
+        result[clock] = {"plain_ms_per_step": plain_median / BLOCK * 1e3, "ratio": tested_median / plain_median,
+                         "added_us_per_step": (tested_median - plain_median) / BLOCK * 1e6}
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000, help="steps of each loop per case")
-    parser.add_argument("--small", action="store_true", help="a quick smoke run (200 steps)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--clock", choices=tuple(CLOCKS), default="cpu")
+    parser.add_argument("--steps", type=int, default=2000, help="steps of each loop in the small cases")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every loop per case (medians reported)")
+    parser.add_argument("--small", action="store_true", help="a quick smoke run (200 steps, one round, no JSON)")
+    parser.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops to measure")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
     args = parser.parse_args()
     if args.small:
-        args.steps = 200
-    torch.set_num_threads(args.threads)
+        args.steps, args.rounds = 200, 1
+    loops = [name for name in args.loops.split(",")
+             if LOOPS[name][1] is None or importlib.util.find_spec(LOOPS[name][1]) is not None]
     rows = []
-    for name, (build, features, batch) in CASES.items():
-        steps = args.steps if build is tiny_mlp else max(args.steps // 10, 200)
-        rows.append(measure(name, build, features, batch, steps, CLOCKS[args.clock]))
-    print(f"{args.clock} time per step, loops alternating in blocks of {LOG_FREQ} steps")
-    print(f"{'case':<42} {'plain ms':>9} {'trainer ms':>11} {'ratio (median)':>15} {'ratio (totals)':>15}")
-    for row in rows:
-        print(f"{row['case']:<42} {row['plain_ms_per_step']:>9.3f} {row['trainer_ms_per_step']:>11.3f} "
-              f"{row['ratio_median']:>15.3f} {row['ratio_of_totals']:>15.3f}")
+    print(f"blocks of {BLOCK} steps alternating with a plain loop; medians over {args.rounds} rounds of the ratio of "
+          f"median block times and of the added time per step")
+    print(f"{'case':<44} {'loop':<11} {'plain ms':>9} {'ratio cpu':>10} {'added us':>9} {'ratio wall':>11} "
+          f"{'added us':>9} {'target':>7}")
+    for case, (build, batch, threads, target, fraction) in CASES.items():
+        torch.set_num_threads(threads)
+        steps = max(int(args.steps * fraction) // BLOCK * BLOCK, 20 * BLOCK)
+        batches = make_batches(build()[0].in_features, batch, steps)
+        runs: dict[str, list[dict]] = {loop: [] for loop in loops}
+        for _ in range(args.rounds):  # the loops alternate round by round
+            for loop in loops:
+                runs[loop].append(measure(loop, build, batches))
+        for loop in loops:
+            row = {"case": case, "loop": loop, "threads": threads, "target": target, "steps": steps,
+                   "rounds": runs[loop]}
+            for clock in CLOCKS:
+                for key in ("plain_ms_per_step", "ratio", "added_us_per_step"):
+                    row[f"{key}_{clock}"] = statistics.median(run[clock][key] for run in runs[loop])
+            rows.append(row)
+            print(f"{case:<44} {loop:<11} {row['plain_ms_per_step_cpu']:>9.3f} {row['ratio_cpu']:>10.3f} "
+                  f"{row['added_us_per_step_cpu']:>9.1f} {row['ratio_wall']:>11.3f} "
+                  f"{row['added_us_per_step_wall']:>9.1f} {target if loop == 'phasetrain' else '':>7}", flush=True)
     if not args.small:
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps({"threads": args.threads, "clock": args.clock, "torch": torch.__version__,
-                                       "rows": rows}, indent=2))
-        print(f"wrote {RESULTS}")
+        args.json.parent.mkdir(exist_ok=True)
+        args.json.write_text(json.dumps({"torch": torch.__version__, "rounds": args.rounds, "rows": rows}, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
