@@ -74,3 +74,14 @@ def test_non_finite_device_values_are_left_out_with_their_weight():
     window.add_grad_norm(torch.tensor(float("inf")))
     means, weights = window.read()
     assert means == {"train_loss": 2.0, "grad_norm": 3.0} and weights == {"train_loss": 4, "grad_norm": 1}
+
+
+def test_a_view_of_a_large_tensor_is_counted_at_once_not_held(monkeypatch):
+    """Last-position logits are a view that keeps the whole (N, T, C) tensor alive: the limit
+    counts the storage, so such outputs are not held."""
+    monkeypatch.setattr(averages, "PENDING_OUTPUTS_LIMIT", 100)
+    window = StepAccumulator(torch.device("cpu"))
+    outputs, targets = scores(2, 4)
+    sequence = outputs[:, None, :].expand(4, 50, 3).contiguous()  # 600 elements
+    window.add_predictions(sequence[:, -1, :], targets)  # a 12-element view of them
+    assert window._outputs == [] and window.read()[0]["train_acc"] == pytest.approx(0.5)

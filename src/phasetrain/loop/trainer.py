@@ -188,7 +188,7 @@ class PhaseTransitionTrainer(RunViews):
             per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
             total = num_epochs * per_epoch // self.config.accumulate_grad_batches if per_epoch else None
             self.recorder.start(self.device, planned_steps=total, optimizer=self.optimizer)
-            self._schedule_mark = self._scheduler_position()
+            self._schedule_mark = self._scheduler_position() if self._checks_on_device else None
             bar = progress_bar(self.config.progress_bar if self.is_main_process else False, total, self.state.step)
             with signals:
                 for callback in self._callbacks:

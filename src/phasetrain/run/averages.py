@@ -15,8 +15,8 @@ import torch
 
 from phasetrain.run.distributed import all_reduce_sum, is_distributed
 
-# Elements of classification outputs held for the per-record correct count; beyond it the held
-# outputs are counted at once (large outputs are then counted every step, as they come).
+# Elements of classification outputs (of the storage they keep alive) held for the per-record
+# correct count; beyond it the held outputs are counted at once (large ones every step).
 PENDING_OUTPUTS_LIMIT = 1 << 20
 NAMES = ("train_loss", "train_acc", "grad_norm")
 
@@ -56,7 +56,8 @@ class StepAccumulator:
         self._outputs.append(outputs.detach())
         self._targets.append(targets)
         self._counts[1] += targets.shape[0]
-        self._held += outputs.numel()
+        # what holding it keeps alive: a view (the last position's logits) holds its whole base
+        self._held += outputs.untyped_storage().nbytes() // outputs.element_size()
         if self._held > PENDING_OUTPUTS_LIMIT:
             self._count_held_predictions()
 
