@@ -250,3 +250,22 @@ def test_records_held_back_are_fed_before_a_checkpoint_so_a_resume_reports_nothi
     assert found == [] and recorder.watcher._held["val_acc"]
     state = recorder.state_dict()
     assert [t.metric for t in found] == ["val_acc"] and not state["watcher"]["held"]
+
+
+def test_a_hand_written_loop_hears_of_held_back_changes_by_its_save_metrics(tmp_path):
+    """log_step on a fast loop: the watch budget holds records back; save_metrics() feeds them,
+    so the hook fires before the loop ends."""
+    model = make_mlp()
+    found = []
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                                     log_dir=tmp_path, progress_bar=False, watch_metrics=("val_acc",),
+                                     watch_window=20)
+    trainer.recorder.transition_hooks.append(found.append)
+    trainer.recorder.watcher.clock = lambda: 0.0 if trainer.recorder.watcher._began is None else 1.0
+    trainer.recorder.watcher._spent = 1.0  # every check over budget: every record held
+    rng = np.random.default_rng(0)
+    for step in range(1, 401):
+        trainer.log_step(step, 0, 1.0, val_acc=(0.9 if step >= 201 else 0.1) + 0.01 * float(rng.standard_normal()))
+    held_until_now = list(found)
+    trainer.save_metrics()
+    assert held_until_now == [] and [t.metric for t in found] == ["val_acc"] and abs(found[0].step - 201) <= 2

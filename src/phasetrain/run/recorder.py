@@ -155,7 +155,7 @@ class RunRecorder:
             self.state.stop_reason = f"{type(error).__name__}: {error}".strip()
         try:
             if error is None:
-                self._announce(self.watcher.flush())  # records held back by the watch budget
+                self.feed_held_records()  # records held back by the watch budget
             self.write_pending_best(force=True)
             path = self.save_metrics() if self.started else self.log_dir / "metrics.json"
         finally:
@@ -207,6 +207,11 @@ class RunRecorder:
         for stream in self.streams:
             stream.log(step, clean)
         self._announce(self.watcher.observe(step, clean))
+
+    def feed_held_records(self) -> None:
+        """Feed the online detectors the records the watch budget held back, and announce what
+        they confirm (before a checkpoint, a metrics.json write and the end of a run)."""
+        self._announce(self.watcher.flush())
 
     def _announce(self, transitions: list[Transition]) -> None:
         """Log the transitions the online detectors confirmed and call the hooks with each."""
@@ -289,9 +294,11 @@ class RunRecorder:
 
     def save_metrics_now_and_then(self) -> None:
         """metrics.json (and a best state kept in memory), at most every METRICS_REWRITE_INTERVAL_S
-        (epoch ends, log_step)."""
+        (epoch ends, log_step), with the watched records the watch budget held back fed (and
+        what they confirm announced) at the same pace."""
         self.write_pending_best()
         if time.monotonic() - self._metrics_written_at > METRICS_REWRITE_INTERVAL_S:
+            self.feed_held_records()
             self.save_metrics()
 
     def save_checkpoint(self, name: str, payload: dict[str, Any]) -> Path:
@@ -385,7 +392,7 @@ class RunRecorder:
         """History, counters, open window, monitors and detectors (tensors, numbers, lists only:
         checkpoints load with weights_only=True). Records the watch budget held back are fed first
         (and what they confirm announced), so a resume never reports a transition twice."""
-        self._announce(self.watcher.flush())
+        self.feed_held_records()
         return {
             "history": {k: {n: torch.from_numpy(a) for n, a in v.items()}
                         for k, v in self.history.state_dict().items()},
@@ -476,7 +483,9 @@ class RunViews:
         return self.recorder.summary()
 
     def save_metrics(self) -> Path:
-        """Write metrics.json now (atomically; rank 0) and return its path."""
+        """Write metrics.json now (atomically; rank 0) and return its path. Watched records held
+        back by the watch budget are fed first (a hand-written loop's last call sees them all)."""
+        self.recorder.feed_held_records()
         return self.recorder.save_metrics()
 
 
