@@ -384,7 +384,7 @@ class PhaseTransitionTrainer(RunViews):
         computed; with fp16 an overflowing gradient is the scaler's business (it skips that
         update), not a failure."""
         on_host = self._update.reads_on_host
-        total = sum(losses) if on_host or len(losses) == 1 else torch.stack(losses).sum()
+        total = summed(losses)
         checked_norm = grad_norm if grad_norm is not None and self.config.precision != "fp16" else None
         both = total if checked_norm is None else total + checked_norm
         if self._distributed:  # the stop signals of all ranks travel in the same reduction
@@ -414,7 +414,7 @@ class PhaseTransitionTrainer(RunViews):
         """The device-side `on_nonfinite`: remember this update's loss and norm, and return the
         found-inf the optimizer skips on: this update's own for "skip"; for "stop" and "raise"
         any since the last read, so the weights stay those before the first non-finite update."""
-        total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        total = summed(losses)
         norm = total if grad_norm is None else grad_norm
         self._unread.append(torch.stack((total, norm)))
         bad = ~torch.isfinite(total + norm)
@@ -561,6 +561,14 @@ class PhaseTransitionTrainer(RunViews):
         self.recorder.open_folder(resuming=self.recorder.run_id is not None)
         self.recorder.start(self.device, optimizer=self.optimizer)
         self._own_loop_started = True
+
+
+def summed(losses: list) -> float | torch.Tensor:
+    """The sum of an update's micro-batch losses (host floats or 0-d device tensors), without a
+    kernel for the usual single one."""
+    if len(losses) == 1:
+        return losses[0]
+    return torch.stack(losses).sum() if isinstance(losses[0], torch.Tensor) else sum(losses)
 
 
 def progress_bar(enabled: bool | None, total: int | None, initial: int = 0, unit: str = "step") -> Any:
