@@ -42,8 +42,8 @@ class Monitor:
         return step % self.freq == 0
 
     def note_movement(self, moving: bool) -> None:
-        """Told before every `should_run` by the recorder: whether a metric the run watches is
-        changing now (`TransitionWatcher.moving`). Ignored by default; a monitor with a time budget
+        """Told by the recorder before `should_run` whenever it changed: whether a metric the run
+        watches is changing now (`TransitionWatcher.moving`). Ignored by default; a monitor with a time budget
         measures more while metrics move."""
 
     def compute(self, ctx: StepContext) -> dict[str, float]:

@@ -96,6 +96,7 @@ class RunRecorder:
         self._metrics_written_at = 0.0
         self._best_changed = False
         self._warned_order: set[str] = set()
+        self._told_movement: tuple[bool, int] | None = None  # (moving, monitors) as last told to them
 
     # ------------------------------------------------------------------ run boundaries
     def open_folder(self, resuming: bool) -> None:
@@ -233,15 +234,18 @@ class RunRecorder:
     def monitors_due(self, step: int, since: int | None = None) -> list[Monitor]:
         """The monitors that measure at `step`, or at any step from `since` to `step` (a hand-written
         loop that records every few steps). Each is told first whether the watched metrics move
-        (`Monitor.note_movement`; a monitor without that method is not told)."""
-        moving = self.watcher.moving
-        due = []
-        for monitor in self.monitors:
-            if hasattr(monitor, "note_movement"):
-                monitor.note_movement(moving)
-            if any(monitor.should_run(s) for s in range(step if since is None else since, step + 1)):
-                due.append(monitor)
-        return due
+        (`Monitor.note_movement`), when that changed since it was last told: it changes only
+        where a record is fed to the watcher, so the loop's steps between records pay nothing
+        for it."""
+        told = (self.watcher.moving, len(self.monitors))
+        if told != self._told_movement:
+            for monitor in self.monitors:
+                if hasattr(monitor, "note_movement"):  # a duck-typed monitor may lack it
+                    monitor.note_movement(told[0])
+            self._told_movement = told
+        if since is None:
+            return [monitor for monitor in self.monitors if monitor.should_run(step)]
+        return [monitor for monitor in self.monitors if any(monitor.should_run(s) for s in range(since, step + 1))]
 
     def run_monitors(self, ctx: StepContext, due: list[Monitor] | None = None, record: bool = True) -> dict[str, float]:
         """Run the monitors due at `ctx.step` (or `due`) and return what they measured, recorded
@@ -412,6 +416,7 @@ class RunRecorder:
         for monitor, monitor_state in zip(self.monitors, state["monitors"]):
             monitor.load_state_dict(monitor_state)
         self.watcher.load_state_dict(state["watcher"])
+        self._told_movement = None
 
     def restore_from_file(self, up_to_step: int) -> None:
         """Resume from the metrics.json already in the run folder (a framework whose checkpoints do
@@ -433,6 +438,7 @@ class RunRecorder:
         for step, record in self.history.records():
             self.watcher.observe(step, record)
         self.watcher.time_budget = self.config.watch_budget
+        self._told_movement = None
         self.state.step = up_to_step
         self.state.epochs_run = int(meta.get("epochs_run") or 0)
         self.state.wall_time_s = float(meta.get("wall_time_s") or 0.0)

@@ -87,14 +87,11 @@ class TransitionWatcher:
         self._recent: dict[str, list[list[float]]] = {}  # name -> [step, value] over the last window
         self._extent: dict[str, list[float]] = {}  # name -> [lowest, highest] finite value so far
         self._moving: dict[str, bool] = {}
+        # whether a watched metric moved, over the last window before its latest record, by more
+        # than MOVING_FRACTION of the range it has spanned (at least ACCURACY_RANGE_FLOOR for a
+        # metric that stayed within [0, 1]); False until a metric has a window of records
+        self.moving = False
         self.found: list[Transition] = []
-
-    @property
-    def moving(self) -> bool:
-        """Whether a watched metric moved, over the last window before its latest record, by more
-        than MOVING_FRACTION of the range it has spanned (at least ACCURACY_RANGE_FLOOR for a
-        metric that stayed within [0, 1]). False until a metric has a window of records."""
-        return any(self._moving.values())
 
     def observe(self, step: int, record: Mapping[str, float]) -> list[Transition]:
         """Feed one record (name -> value at `step`); return newly confirmed transitions, metric set."""
@@ -155,6 +152,7 @@ class TransitionWatcher:
             del recent[0]
         then = recent[0]
         self._moving[name] = then[0] <= step - window and moved(then[1], value, *self._extent[name])
+        self.moving = any(self._moving.values())
 
     def _start(self, name: str, step: int, value: float) -> StreamDetector | None:
         if name not in self._first:
@@ -202,6 +200,7 @@ class TransitionWatcher:
         self._recent = {name: [list(pair) for pair in pairs] for name, pairs in state.get("recent", {}).items()}
         self._extent = {name: list(pair) for name, pair in state.get("extent", {}).items()}
         self._moving = dict(state.get("moving", {}))
+        self.moving = any(self._moving.values())
 
 
 def moved(then: float, now: float, low: float, high: float) -> bool:
