@@ -20,7 +20,7 @@ def on_device(tmp_path, policy, call=4, log_freq=5, optimizer=None, **kwargs) ->
     trainer = PhaseTransitionTrainer(model, optimizer, nan_at_call(call), log_dir=tmp_path, on_nonfinite=policy,
                                      log_freq=log_freq, progress_bar=False, checkpoint_freq=None, **kwargs)
     trainer._update.reads_on_host = False  # as on a GPU: figures stay on the device
-    assert trainer._checks_on_device
+    assert trainer._decides_finiteness_on_device()  # as train() will find
     return trainer
 
 
@@ -79,7 +79,8 @@ def test_raise_reports_the_step_and_saves_the_state_before_it(tmp_path):
 
 
 class StepOfReads(Callback):
-    """Records the trainer's step at every `.item()` and `.tolist()` a tensor is asked for."""
+    """Records the step being made (its batch, one per update, in the first epoch) at every
+    `.item()` and `.tolist()` a tensor is asked for."""
 
     def __init__(self, monkeypatch) -> None:
         self.steps: list[int] = []
@@ -89,7 +90,7 @@ class StepOfReads(Callback):
 
             def read(tensor, *args, _original=original, **kwargs):
                 if self.trainer is not None:
-                    self.steps.append(self.trainer.state.step)
+                    self.steps.append(self.trainer.state.batch_in_epoch)
                 return _original(tensor, *args, **kwargs)
             monkeypatch.setattr(torch.Tensor, name, read)
 

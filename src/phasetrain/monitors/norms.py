@@ -23,8 +23,9 @@ class WeightNormMonitor(Monitor):
     @torch.no_grad()
     def compute(self, ctx: StepContext) -> dict[str, float]:
         params = [p for p in ctx.model.parameters() if p.requires_grad]
-        norms = torch._foreach_norm(params)
-        return {"weight_norm": float(torch.linalg.vector_norm(torch.stack(norms)))}
+        if params and params[0].device.type == "cpu":
+            return {"weight_norm": host_norm(params)}
+        return {"weight_norm": float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params))))}
 
 def global_grad_norm(parameters: nn.Module | Iterable[torch.Tensor]) -> torch.Tensor:
     """L2 norm over all gradients of `parameters` (a model or an iterable of tensors), as a 0-d tensor.
@@ -42,11 +43,12 @@ def global_grad_norm(parameters: nn.Module | Iterable[torch.Tensor]) -> torch.Te
 
 
 def host_grad_norm(parameters: Iterable[torch.Tensor]) -> float:
-    """`global_grad_norm` read to the host as a float: one fused pass and one read per tensor.
+    """`global_grad_norm` read to the host as a float (see `host_norm`). The loop uses it where a
+    read costs no sync (a CPU), to check finiteness and sum the norm on the host."""
+    return host_norm([p.grad for p in parameters if p.grad is not None])
 
-    Cheaper than reducing on the device and reading the result where a read costs no sync (a
-    CPU), so the loop uses it there to check finiteness and sum the norm on the host."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return 0.0
-    return math.sqrt(sum(norm.item() ** 2 for norm in torch._foreach_norm(grads)))
+
+def host_norm(tensors: list[torch.Tensor]) -> float:
+    """L2 norm over all `tensors` as a float (0.0 for none): one fused pass and one read per
+    tensor, cheaper than reducing on the device and reading the result where reads are free."""
+    return math.hypot(*[norm.item() for norm in torch._foreach_norm(tensors)]) if tensors else 0.0
