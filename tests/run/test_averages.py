@@ -34,8 +34,8 @@ def test_host_floats_device_tensors_and_held_predictions_give_the_same_weighted_
 def test_held_outputs_past_the_limit_are_counted_at_once(monkeypatch):
     monkeypatch.setattr(averages, "PENDING_OUTPUTS_LIMIT", 10)
     window = StepAccumulator(torch.device("cpu"))
-    window.add_predictions(*scores(2, 4))  # 12 elements: counted at once, nothing held
-    assert window._outputs == [] and len(window._correct) == 1
+    window.add_predictions(*scores(2, 4))  # 12 elements: counted at once (on a CPU, read), nothing held
+    assert window._outputs == [] and window._host[1] == 2
     window.add_batch(1.0, 4, None)
     assert window.read()[0]["train_acc"] == pytest.approx(0.5)
 
@@ -85,3 +85,20 @@ def test_a_view_of_a_large_tensor_is_counted_at_once_not_held(monkeypatch):
     sequence = outputs[:, None, :].expand(4, 50, 3).contiguous()  # 600 elements
     window.add_predictions(sequence[:, -1, :], targets)  # a 12-element view of them
     assert window._outputs == [] and window.read()[0]["train_acc"] == pytest.approx(0.5)
+
+
+def test_an_update_added_in_one_call_equals_its_parts_added_one_by_one():
+    """`add_update` (the loop's hot path) sums what `add_batch`, `add_predictions` and
+    `add_grad_norm` would, for host floats, device tensors and held predictions."""
+    micro = [(2.0, 4, None, scores(3, 4)), (torch.tensor(5.0), 2, torch.tensor(1.0), None), (1.5, 3, 2.0, None)]
+    for grad_norm in (3.0, torch.tensor(3.0), None):
+        by_parts, at_once = StepAccumulator(torch.device("cpu")), StepAccumulator(torch.device("cpu"))
+        for loss, n, correct, predictions in micro:
+            by_parts.add_batch(loss, n, correct)
+            if predictions is not None:
+                by_parts.add_predictions(*predictions)
+        by_parts.add_grad_norm(grad_norm)
+        at_once.add_update(micro, grad_norm)
+        expected = by_parts.read()
+        assert at_once.read() == expected
+        assert expected[1]["train_loss"] == 9 and expected[1]["train_acc"] == 9

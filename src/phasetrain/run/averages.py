@@ -27,10 +27,10 @@ class StepAccumulator:
     """Sums since the last read of the per-batch loss and correct count and the per-update
     gradient norm; each value a host float or a 0-d device tensor.
 
-    `add_batch`, `add_predictions` and `add_grad_norm` launch no kernel and read nothing to the
-    host; `read` weighs, sums, reduces across DDP ranks and returns host floats. A non-finite
-    device loss or norm (an update the loop skipped on the device, without reading it) is left
-    out of the means, with its weight.
+    `add_batch`, `add_predictions`, `add_grad_norm` and `add_update` (all three for one update)
+    launch no kernel and read nothing to the host; `read` weighs, sums, reduces across DDP ranks
+    and returns host floats. A non-finite device loss or norm (an update the loop skipped on the
+    device, without reading it) is left out of the means, with its weight.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -60,6 +60,25 @@ class StepAccumulator:
         self._held += outputs.untyped_storage().nbytes() // outputs.element_size()
         if self._held > PENDING_OUTPUTS_LIMIT:
             self._count_held_predictions()
+
+    def add_update(self, batches: list[tuple], grad_norm: Number | None) -> None:
+        """One optimizer update, in one call (the training loop's hot path): its micro-batches as
+        `(loss, batch_size, correct, predictions)`, where `predictions` is an `(outputs, targets)`
+        pair for `add_predictions` or None (then `correct` is as for `add_batch`), and its
+        gradient norm as for `add_grad_norm`."""
+        for loss, batch_size, correct, predictions in batches:
+            if correct is None and type(loss) is float:  # a host loss: summed here, no call
+                self._host[0] += loss * batch_size
+                self._counts[0] += batch_size
+            else:
+                self.add_batch(loss, batch_size, correct)
+            if predictions is not None:
+                self.add_predictions(*predictions)
+        if type(grad_norm) is float:
+            self._host[2] += grad_norm
+            self._counts[2] += 1
+        else:
+            self.add_grad_norm(grad_norm)
 
     def add_grad_norm(self, grad_norm: Number | None) -> None:
         """One update's global gradient norm, or None when not computed."""
@@ -119,12 +138,14 @@ class StepAccumulator:
             self._host[index] += value
 
     def _count_held_predictions(self) -> None:
-        """Count the held outputs' correct predictions (a few kernels for all of them)."""
+        """Count the held outputs' correct predictions (a few kernels for all of them; read at
+        once on a CPU, where a read costs no sync)."""
         if not self._outputs:
             return
         outputs = self._outputs[0] if len(self._outputs) == 1 else torch.cat(self._outputs)
         targets = self._targets[0] if len(self._targets) == 1 else torch.cat(self._targets)
-        self._correct.append(torch.count_nonzero(outputs.argmax(dim=1) == targets))
+        correct = torch.count_nonzero(outputs.argmax(dim=1) == targets)
+        self._add(self._correct, 1, correct.item() if correct.device.type == "cpu" else correct)
         self._outputs, self._targets, self._held = [], [], 0
 
     def reset(self) -> None:
