@@ -78,11 +78,19 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
     raise TypeError(f"each batch must be an (inputs, targets) pair; the loader yielded a {described}")
 
 
+def pair_on_device(batch: Any, device: torch.device) -> tuple[Any, Any]:
+    """`batch` as an `(inputs, targets)` pair on `device` (`split_batch`, then `move_to_device`).
+    The common case, two tensors already there, costs a few checks (the loop's hot path)."""
+    if type(batch) in (tuple, list) and len(batch) == 2:
+        inputs, targets = batch
+        if type(inputs) is torch.Tensor and type(targets) is torch.Tensor and inputs.device == device == targets.device:
+            return inputs, targets
+    return move_to_device(split_batch(batch), device)
+
+
 def move_to_device(batch: Any, device: torch.device) -> Any:
     """Move tensors (also inside tuples, lists and dicts) to `device`, without blocking where possible.
-    Tensors already there are returned as they are (no dispatch on the hot path)."""
-    if type(batch) is tuple and all(isinstance(item, torch.Tensor) and item.device == device for item in batch):
-        return batch  # the common (inputs, targets) pair already in place: no rebuilding
+    Tensors already there are returned as they are (no dispatch)."""
     if isinstance(batch, torch.Tensor):
         return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, (tuple, list)):

@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from phasetrain.loop.batches import batch_size, move_to_device, split_batch
+from phasetrain.loop.batches import batch_size, pair_on_device
 from phasetrain.monitors.base import eval_mode
 from phasetrain.run.distributed import all_reduce_sum
 
@@ -21,7 +21,7 @@ def validation_pass(model: nn.Module, loss_fn: Callable, loader: Iterable, devic
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, samples, accuracy samples
     with eval_mode(model):
         for batch in loader:
-            inputs, targets = move_to_device(split_batch(batch), device)
+            inputs, targets = pair_on_device(batch, device)
             outputs = forward(inputs)
             n = batch_size(targets)
             sums[0] += loss_fn(outputs, targets).detach().double() * n

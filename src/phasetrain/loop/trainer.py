@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from phasetrain.loop.accuracy import batch_accuracy, batch_correct, is_plain_classification
-from phasetrain.loop.batches import as_device, batch_size, check_loader, move_to_device, split_batch
+from phasetrain.loop.batches import as_device, batch_size, check_loader, pair_on_device, split_batch
 from phasetrain.loop.callbacks import Callback, EarlyStopping, build_callbacks
 from phasetrain.loop.config import TrainerConfig, check_training_objects
 from phasetrain.loop.evaluation import validation_pass
@@ -124,6 +124,7 @@ class PhaseTransitionTrainer(RunViews):
         self._train_loader: Any = None
         self._signals: StopSignals | None = None
         self._distributed = distributed.is_distributed()  # asked once: the loop asks every update
+        self._checks_on_device = self._decides_finiteness_on_device()
         self._any_rank_signalled = False
         self._own_loop_started = False
         # finiteness checked on the device (an accelerator with a fused optimizer), read per record
@@ -177,6 +178,7 @@ class PhaseTransitionTrainer(RunViews):
                                           self.config.early_stopping_min_delta)
         self.should_stop = False
         self._distributed = distributed.is_distributed()
+        self._checks_on_device = self._decides_finiteness_on_device()
         self._order, self._train_loader = EpochOrder(train_loader), train_loader
         # a resume, or this trainer's own run going on (a second train() call), keeps the folder's files
         self.recorder.open_folder(resuming=resume_from is not None or self.recorder.run_id is not None)
@@ -276,14 +278,15 @@ class PhaseTransitionTrainer(RunViews):
     def _train_epoch(self, loader: Iterable, bar: Any, replay: tuple | None) -> None:
         self.model.train()
         per_epoch = len(loader) if hasattr(loader, "__len__") else None
+        state, update, accumulate = self.state, self._update, self.config.accumulate_grad_batches
         micro: list[tuple] = []
-        for batch in self._order.iterate(self.state.epoch, self.state.batch_in_epoch, replay):
-            self.state.batch_in_epoch += 1
-            inputs, targets = move_to_device(split_batch(batch), self.device)
+        for batch in self._order.iterate(state.epoch, state.batch_in_epoch, replay):
+            state.batch_in_epoch += 1
+            inputs, targets = pair_on_device(batch, self.device)
             if not micro:
                 self.optimizer.zero_grad(set_to_none=True)
-            last = len(micro) + 1 == self.config.accumulate_grad_batches or self.state.batch_in_epoch == per_epoch
-            outputs, loss = self._update.forward_backward(self._forward, self.loss_fn, inputs, targets, last)
+            last = len(micro) + 1 == accumulate or state.batch_in_epoch == per_epoch
+            outputs, loss = update.forward_backward(self._forward, self.loss_fn, inputs, targets, last)
             micro.append(self._batch_figures(outputs, loss, targets))
             if last:
                 self._optimizer_step(micro, (inputs, targets), bar)
@@ -300,13 +303,14 @@ class PhaseTransitionTrainer(RunViews):
         where reads are free (CPU), else a device tensor; the arg-max count of a plain
         classification batch left to the window (`predictions`, counted once per record)."""
         value = loss.item() if self._update.reads_on_host else loss.detach()
-        n = batch_size(targets)
         if self.config.accuracy_fn is None and is_plain_classification(outputs, targets):
-            return value, n, None, (outputs, targets)
+            return value, targets.shape[0], None, (outputs, targets)
+        n = batch_size(targets)
         return value, n, batch_correct(outputs, targets, n, self.config.accuracy_fn), None
 
     def _optimizer_step(self, micro: list, batch: tuple[Any, Any], bar: Any) -> None:
-        step = self.state.step + 1
+        state = self.state
+        step = state.step + 1
         grad_norm = self._update.grad_norm()
         losses = [loss for loss, _, _, _ in micro]
         skip = None
@@ -318,18 +322,13 @@ class PhaseTransitionTrainer(RunViews):
         measured: dict[str, float] = {}
         due = self.recorder.monitors_due(step)
         if due:
-            ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, self.state.epoch, batch, self.device)
+            ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, state.epoch, batch, self.device)
             measured = self.recorder.run_monitors(ctx, due, record=not records)  # else in the training record
         self._update.apply(skip)
-        self.state.step = step
+        state.step = step
         if self.scheduler is not None and self.config.scheduler_interval == "step":
             self.scheduler.step()
-        window = self.recorder.window
-        for loss, n, correct, predictions in micro:
-            window.add_batch(loss, n, correct)
-            if predictions is not None:
-                window.add_predictions(*predictions)
-        window.add_grad_norm(grad_norm)
+        self.recorder.window.add_update(micro, grad_norm)
         checkpoint_due = bool(self.config.checkpoint_freq) and step % self.config.checkpoint_freq == 0
         if (records or checkpoint_due) and self._settle_nonfinite():
             return
@@ -346,7 +345,7 @@ class PhaseTransitionTrainer(RunViews):
     def _end_epoch(self, val_loader: Iterable | None) -> None:
         if val_loader is not None:
             accuracy_fn = self.config.accuracy_fn
-            val = validation_pass(self.model, self.loss_fn, val_loader, self.device, self._forward,
+            val = validation_pass(self.model, self.loss_fn, val_loader, self.device, self._forward_under_autocast,
                                   lambda outputs, targets: batch_accuracy(outputs, targets, accuracy_fn))
             self.recorder.record(self.state.step, val)
         else:
@@ -370,12 +369,17 @@ class PhaseTransitionTrainer(RunViews):
         self.recorder.save_metrics_now_and_then()
 
     def _forward(self, inputs: Any) -> Any:
+        """The model on a batch's inputs: a dict as keyword arguments, a tuple or list as
+        positional ones, anything else as the one argument (training enters autocast around it)."""
+        if isinstance(inputs, dict):
+            return self.model(**inputs)
+        if isinstance(inputs, (tuple, list)):
+            return self.model(*inputs)
+        return self.model(inputs)
+
+    def _forward_under_autocast(self, inputs: Any) -> Any:
         with autocast(self.device, self.config.precision):
-            if isinstance(inputs, dict):
-                return self.model(**inputs)
-            if isinstance(inputs, (tuple, list)):
-                return self.model(*inputs)
-            return self.model(inputs)
+            return self._forward(inputs)
 
     def _finite(self, losses: list, grad_norm: float | torch.Tensor | None, step: int) -> bool:
         """Apply `on_nonfinite`; True when the update may go ahead. Losses and the norm are host
@@ -404,10 +408,9 @@ class PhaseTransitionTrainer(RunViews):
                                  float("nan") if grad_norm is None else float(grad_norm))
         return False
 
-    @property
-    def _checks_on_device(self) -> bool:
-        """Finiteness is decided on the device and read at the next record (no host sync per
-        step): an accelerator, one process, and an optimizer that skips on a found-inf tensor."""
+    def _decides_finiteness_on_device(self) -> bool:
+        """Whether finiteness is decided on the device and read at the next record (no host sync
+        per step): an accelerator, one process, and an optimizer that skips on a found-inf tensor."""
         return self._update.can_skip_on_device and not self._distributed
 
     def _guard_on_device(self, losses: list[torch.Tensor], grad_norm: torch.Tensor | None) -> torch.Tensor:
@@ -482,9 +485,7 @@ class PhaseTransitionTrainer(RunViews):
 
     def _stop_signalled(self) -> bool:
         """Ctrl-C or SIGTERM arrived (on any rank: under DDP the flag rides on the per-update reduction)."""
-        if self._distributed:
-            return self._any_rank_signalled
-        return self._signalled_here()
+        return self._any_rank_signalled if self._distributed else self._signalled_here()
 
     def _log_train_record(self, step: int, bar: Any, measured: dict[str, float]) -> None:
         """The training record of `step`: the window's means, lr, epoch and what monitors `measured`."""

@@ -31,6 +31,7 @@ class UpdateStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.scaler = grad_scaler(device, precision)
         self._no_sync = getattr(model, "no_sync", None)  # DDP only; looked up once, not per step
+        self._autocast = autocast(device, precision)  # entered afresh at every step
         self.reads_on_host = device.type == "cpu"
         # fp16's scaler hands the optimizer its own found-inf
         self._takes_found_inf = precision != "fp16" and bool(getattr(optimizer, "_step_supports_amp_scaling", False))
@@ -43,14 +44,16 @@ class UpdateStep:
 
     def forward_backward(self, forward: Callable[[Any], Any], loss_fn: Callable[[Any, Any], torch.Tensor],
                          inputs: Any, targets: Any, last_micro_batch: bool) -> tuple[Any, torch.Tensor]:
-        """Forward and backward for one micro-batch; returns (outputs, unscaled batch-mean loss)."""
-        sync = contextlib.nullcontext() if last_micro_batch or self._no_sync is None else self._no_sync()
-        with sync:
-            with autocast(self.device, self.precision):
-                outputs = forward(inputs)
-                loss = loss_fn(outputs, targets)
-            scaled = loss / self.accumulate if self.accumulate > 1 else loss
-            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        """Forward (under autocast) and backward for one micro-batch; returns (outputs, unscaled
+        batch-mean loss)."""
+        if not last_micro_batch and self._no_sync is not None:
+            with self._no_sync():  # DDP: gradients are all-reduced on the last micro-batch only
+                return self.forward_backward(forward, loss_fn, inputs, targets, True)
+        with self._autocast:
+            outputs = forward(inputs)
+            loss = loss_fn(outputs, targets)
+        scaled = loss / self.accumulate if self.accumulate > 1 else loss
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         return outputs, loss
 
     def grad_norm(self) -> float | torch.Tensor | None:
@@ -90,7 +93,8 @@ class UpdateStep:
             self.scaler.load_state_dict(state["scaler"])
 
 def autocast(device: torch.device, precision: str) -> ContextManager[Any]:
-    """The autocast context for `precision` on `device` ("32": none)."""
+    """The autocast context for `precision` on `device` ("32": none); it may be entered again
+    after each exit."""
     if precision == "32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
