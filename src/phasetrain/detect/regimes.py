@@ -164,30 +164,41 @@ def detect_regimes(curve: Curve, var: np.ndarray, window: float | None) -> list[
             top[1], top[2], top[3], top[4] = max(top[1], last), max(top[2], rough), top[3] or ongoing, max(top[4], lag)
         else:
             spans.append([first, last, rough, ongoing, lag])
-    integer_steps = bool(np.all(t == np.round(t)))
-    as_step = int if integer_steps else float
     found = []
     for first, last, rough, ongoing, lag in spans:
-        before = y[max(0, first - WINDOW_LAGS * lag) : first]
         inside = y[first : last + 1]
-        level_before = curve.to_values(float(np.median(before if before.size else inside)))
-        level_after = curve.to_values(float(np.median(inside)))
         swing = float(np.sqrt(max(np.mean((inside - np.median(inside)) ** 2), 0.0)))
-        largest = max(abs(level_before), abs(level_after))
-        found.append(Transition(
-            step=as_step(t[first]),
-            start_step=as_step(t[first]),
-            end_step=as_step(t[-1] if ongoing else t[last]),
-            level_before=level_before,
-            level_after=level_after,
-            magnitude=swing,
-            relative_magnitude=abs(level_after - level_before) / largest if largest > 0 else 0.0,
-            direction="up" if level_after > level_before else "down",
-            score=float(np.sqrt(rough)),
-            kind="regime",
-            ongoing=bool(ongoing),
-        ))
+        found.append(regime_transition(curve, first, last, ongoing, WINDOW_LAGS * lag, swing, float(np.sqrt(rough))))
     return found
+
+
+def regime_transition(curve: Curve, first: int, last: int, ongoing: bool, before: int,
+                      magnitude: float, score: float) -> Transition:
+    """The regime from record `first` to record `last` of `curve` as a Transition of kind
+    "regime": step = start_step = its first record's step, end_step its last's (the curve's
+    last step when `ongoing`); level_before the median value over the `before` records before
+    it (inside it when there are none), level_after the median inside it (both in the
+    curve's units); magnitude (on the analysis scale) and score as given."""
+    t, y = curve.t, curve.y
+    as_step = int if bool(np.all(t == np.round(t))) else float
+    inside = y[first : last + 1]
+    preceding = y[max(0, first - before) : first]
+    level_before = curve.to_values(float(np.median(preceding if preceding.size else inside)))
+    level_after = curve.to_values(float(np.median(inside)))
+    largest = max(abs(level_before), abs(level_after))
+    return Transition(
+        step=as_step(t[first]),
+        start_step=as_step(t[first]),
+        end_step=as_step(t[-1] if ongoing else t[last]),
+        level_before=level_before,
+        level_after=level_after,
+        magnitude=magnitude,
+        relative_magnitude=abs(level_after - level_before) / largest if largest > 0 else 0.0,
+        direction="up" if level_after > level_before else "down",
+        score=score,
+        kind="regime",
+        ongoing=bool(ongoing),
+    )
 
 
 def merge_overlapping(regimes: list[Transition]) -> list[Transition]:
