@@ -111,6 +111,7 @@ def detect_in_curve(
     if "slope" in kinds:
         found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
     if "regime" in kinds:
+        trains = spike_trains(curve, smooth, var, window)  # of short spikes, which the spike filter removed
         rest = y - level_steps(curve, levels)
         chains = recurring_changes(curve, smooth, rest, var, levels, window)
         regimes = explained_regimes(curve, rest, var, window, levels)
@@ -118,7 +119,7 @@ def detect_in_curve(
         # steep start (or a spike) ran into the windows that see the oscillation; the changes place it
         regimes = [r for r in regimes if r.start_step > t[0]
                    or not any(c.start_step > t[0] and c.start_step <= r.end_step for c in chains)]
-        regimes += spike_trains(curve, smooth, var, window)  # trains of short spikes, which the filter removed
+        regimes += trains
         h0 = finest_window(t, window)[0]
         # a regime from the first record on is how the curve is, not a change: it only holds bumps
         inside = [(r.start_step + (h0 if r.start_step > t[0] else -h0), r.end_step) for r in regimes]

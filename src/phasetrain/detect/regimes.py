@@ -372,14 +372,13 @@ def spike_trains(curve: Curve, smooth: np.ndarray, var: np.ndarray, window: floa
 
     The spike filter removes spikes of up to 3 records before the level tests, and the
     roughness windows miss small ones on a rough trend; the filter's residual (curve.y less
-    `smooth`) holds them. It is measured against the noise of the curve with the records
-    beyond SPIKE_SIGMAS of `var` replaced by `smooth` (dense spikes inflate the noise of the
-    raw curve). A spike is a run of consecutive records beyond SPIKE_SIGMAS noise sigmas on
-    one side (the first and last MEDIAN_REACH records, where the filter reflects the curve,
-    are not read). Spikes of one sign whose first records follow each other within
-    MAX_SPIKE_GAP finest windows chain, and a chain that `is_train` is a regime from its first
-    spike's first record to its last spike's last, ongoing when the curve ends within the
-    chain's longest gap of its last spike.
+    `smooth`) holds them. It is measured against the noise of the curve without its spikes
+    (`residual_sigmas`: dense spikes inflate the noise of the raw curve). A spike is a run of
+    consecutive records beyond SPIKE_SIGMAS noise sigmas on one side (the first and last
+    MEDIAN_REACH records, where the filter reflects the curve, are not read). Spikes of one
+    sign whose first records follow each other within MAX_SPIKE_GAP finest windows chain, and
+    a chain that `is_train` is a regime from its first spike's first record to its last
+    spike's last, ongoing when the curve ends within the chain's longest gap of its last spike.
 
     curve: the prepared curve; smooth: its spike-filtered values, shape (n,); var: noise
     variance per record, shape (n,); window: the finest window in steps (None: as for level
@@ -392,9 +391,7 @@ def spike_trains(curve: Curve, smooth: np.ndarray, var: np.ndarray, window: floa
     value_range = float(smooth.max() - smooth.min())
     if n <= 2 * MEDIAN_REACH + MIN_SPIKES or not value_range > 0:
         return []
-    removed = y - smooth
-    cleaned = np.where(np.abs(removed) > SPIKE_SIGMAS * np.sqrt(var), smooth, y)
-    z = removed / np.sqrt(np.maximum(noise_variance(t, cleaned), noise_floor(y, curve.log, curve.quantum, value_range)))
+    z = residual_sigmas(curve, smooth, var, value_range)
     h, _, spacing = finest_window(t, window)
     out = []
     for sign in (1.0, -1.0):
@@ -412,10 +409,21 @@ def spike_trains(curve: Curve, smooth: np.ndarray, var: np.ndarray, window: floa
             peaks = [int(a + np.argmax(sign * z[a : b + 1])) for a, b in zip(starts[chain], ends[chain])]
             out.append(regime_transition(
                 curve, int(starts[chain[0]]), int(ends[chain[-1]]), ongoing=bool(t[-1] - at[-1] <= np.diff(at).max()),
-                before=max(1, round(h / spacing)), magnitude=float(np.median(np.abs(removed[peaks]))),
+                before=max(1, round(h / spacing)), magnitude=float(np.median(np.abs(y[peaks] - smooth[peaks]))),
                 score=float(np.median(sign * z[peaks])),
             ))
     return sorted(out, key=lambda r: r.start_step)
+
+
+def residual_sigmas(curve: Curve, smooth: np.ndarray, var: np.ndarray, value_range: float) -> np.ndarray:
+    """What the spike filter removed from the curve, curve.y - smooth, in noise sigmas of the
+    curve without its spikes, shape (n,): the local noise (see `robust.noise_variance`, at
+    least `robust.noise_floor` for `value_range`) of the curve with the records beyond
+    SPIKE_SIGMAS of `var` (noise variance per record, shape (n,)) replaced by `smooth`."""
+    y = curve.y
+    cleaned = np.where(np.abs(y - smooth) > SPIKE_SIGMAS * np.sqrt(var), smooth, y)
+    noise = np.maximum(noise_variance(curve.t, cleaned), noise_floor(y, curve.log, curve.quantum, value_range))
+    return (y - smooth) / np.sqrt(noise)
 
 
 def is_train(at: np.ndarray, every: np.ndarray, first: float, last: float) -> bool:
