@@ -60,7 +60,7 @@ MEDIAN_REACH = 3  # records either side the spike filter (a running median of 7)
 SPIKE_SIGMAS = 5.0  # a spike leaves the spike-filtered curve by more than this many noise sigmas
 MIN_SPIKES = 6  # spikes in a train: the few isolated spikes of a run never make one
 MAX_SPIKE_GAP = 4.0  # finest windows between the starts of consecutive spikes of a train, at most
-STEADY_SIGMAS = 2.0  # a train's gaps are steadier than random arrivals' by 2 standard errors (see spike_trains)
+STEADY_SIGMAS = 2.0  # a train's gaps are steadier than random arrivals' by 2 standard errors (see is_train)
 MAX_RATE_AROUND = 0.25  # spikes come at most a quarter as often just before and after a train as in it
 
 
