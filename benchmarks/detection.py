@@ -19,10 +19,12 @@ kinks (a trend that bends: piecewise-linear trends and progressive sharpening le
 tolerance 5% of the run), oscillating regimes (edge-of-stability bumps and loss-spike trains
 after a quiet start: one true event, the regime's start, tolerance 5% of the run), changes
 near the start (a jump at the 5th-20th record), short white-noise mean shifts (a segment of
-100-500 points shifted by 1-3 sigma and back: two changes) and cyclic series without changes
-(sinusoids and triangle waves: no true event). phasetrain runs with levels only and with all
-kinds (level, slope, regime); ruptures as above (PELT also with its continuous piecewise-linear
-cost "clinear" on kinks).
+100-500 points shifted by 1-3 sigma and back: two changes), cyclic series without changes
+(sinusoids and triangle waves: no true event) and spike trains (a loss whose short spikes keep
+coming from 30-60% of the run, as the edge-of-stability example's train_loss at lr 0.15: one
+true event, the first spike, tolerance 5% of the run). phasetrain runs with levels only and
+with all kinds (level, slope, regime); ruptures as above (PELT also with its continuous
+piecewise-linear cost "clinear" on kinks).
 
 Run: python benchmarks/detection.py [--small] [--curves N] [--family-curves N] [--seed S]
 Writes a table to stdout and benchmarks/results/detection.json; `--tables JSON` prints the
@@ -369,12 +371,34 @@ def cyclic_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
     return SyntheticCurve("cyclic", t, values, [], [], 1.0)
 
 
+def spike_train_curve(rng: np.random.Generator, n: int) -> SyntheticCurve:
+    """A loss (a power-law decay or a plateau, multiplicative noise of 0.3-2%) whose short spikes
+    (1-3 records, 8-25 noise sigmas) keep coming from 30-60% of the run on: every p to 1.5 p
+    records, p 1-2.5% of the run (at least 6 records); on half the curves they stop after
+    20-35% of the run. Recorded every step or every 5. One true event: the first spike."""
+    every = int(rng.choice([1, 5]))
+    t = np.arange(1, n + 1, dtype=np.int64) * every
+    sigma = rng.uniform(0.003, 0.02)
+    trend = 2.5 * (np.arange(n) / 10 + 1) ** -rng.uniform(0.2, 0.5) if rng.random() < 0.5 else np.full(n, 0.4)
+    values = trend * np.exp(rng.normal(0, sigma, n))
+    start = int(n * rng.uniform(0.3, 0.6))
+    stop = start + int(n * rng.uniform(0.2, 0.35)) if rng.random() < 0.5 else n
+    pace = max(6.0, n * rng.uniform(0.01, 0.025))
+    at = start
+    while at < stop:
+        width = int(rng.integers(1, 4))
+        values[at : at + width] *= np.exp(sigma * rng.uniform(8, 25))
+        at += int(rng.uniform(pace, 1.5 * pace))
+    return SyntheticCurve("spike train", t, values, [float(t[start])], [0.0], float(every), tolerance_fraction=0.05)
+
+
 FAMILIES = {
     "kinks": (kink_curve, [500, 2000, 5000]),
     "oscillating regimes": (regime_curve, [1500, 3000, 6000]),
     "changes near the start": (early_curve, [100, 330, 1000, 3000]),
     "short mean shifts": (shift_curve, [2000, 5000]),
     "cyclic, no change": (cyclic_curve, [1000, 2000, 5000]),
+    "spike trains": (spike_train_curve, [300, 1000, 3000]),
 }
 
 

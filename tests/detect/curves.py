@@ -76,3 +76,26 @@ def eos_sawtooth_sharpness(seed: int = 0, arrival: int = 900, periods: tuple[int
         clean[bump] = limit + height * ((t[bump] - at) / period - 0.5)
         at += period
     return t, clean + rng.normal(0, jitter * limit, t.size)
+
+
+def spiking_loss(seed: int = 0, start: int = 320, stop: int | None = None, heights: tuple[float, float] = (0.03, 0.07),
+                 noise: float = 0.001) -> tuple[np.ndarray, np.ndarray]:
+    """train_loss of a full-batch run whose short spikes keep coming, shaped as measured by
+    examples/edge_of_stability.py at lr 0.15 (300 records, steps 5..1500).
+
+    A steep early decay from 0.4 that flattens towards 0.1; from step `start` (to step `stop`,
+    None: the end) every 40-60 steps a spike of 1-2 records, `heights` (fractions of the level)
+    above the trend, and after it a dip of 2-3 records 1-2% below it. Multiplicative noise:
+    `noise` per record.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(5, 1505, 5)
+    y = 0.1 + 0.3 * (t / 5) ** -0.5
+    at = start
+    while at < (t[-1] if stop is None else stop):
+        i = int(np.searchsorted(t, at))
+        width = int(rng.integers(1, 3))
+        y[i : i + width] *= 1 + rng.uniform(*heights)
+        y[i + width : i + width + int(rng.integers(2, 4))] *= 1 - rng.uniform(0.01, 0.02)
+        at += 5 * int(rng.integers(8, 13))
+    return t, y * np.exp(rng.normal(0, noise, t.size))

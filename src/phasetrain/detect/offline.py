@@ -15,7 +15,13 @@ from phasetrain.detect.candidates import (
     select,
 )
 from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve
-from phasetrain.detect.regimes import MIN_CYCLE_CHANGES, detect_regimes, merge_overlapping, recurring_changes
+from phasetrain.detect.regimes import (
+    MIN_CYCLE_CHANGES,
+    detect_regimes,
+    merge_overlapping,
+    recurring_changes,
+    spike_trains,
+)
 from phasetrain.detect.robust import median7, noise_floor, noise_variance, range_floor
 from phasetrain.detect.slopes import detect_slopes
 from phasetrain.detect.transition import Transition
@@ -105,6 +111,7 @@ def detect_in_curve(
     if "slope" in kinds:
         found += [k for k in detect_slopes(curve, smooth, var, window, max_window) if not near_level(k, levels)]
     if "regime" in kinds:
+        trains = spike_trains(curve, smooth, var, window)  # of short spikes, which the spike filter removed
         rest = y - level_steps(curve, levels)
         chains = recurring_changes(curve, smooth, rest, var, levels, window)
         regimes = explained_regimes(curve, rest, var, window, levels)
@@ -112,6 +119,7 @@ def detect_in_curve(
         # steep start (or a spike) ran into the windows that see the oscillation; the changes place it
         regimes = [r for r in regimes if r.start_step > t[0]
                    or not any(c.start_step > t[0] and c.start_step <= r.end_step for c in chains)]
+        regimes += trains
         h0 = finest_window(t, window)[0]
         # a regime from the first record on is how the curve is, not a change: it only holds bumps
         inside = [(r.start_step + (h0 if r.start_step > t[0] else -h0), r.end_step) for r in regimes]

@@ -19,6 +19,17 @@ Lags double from an eighth of the finest window (at least 1 record) to 1/24 of t
 A stretch rough from the curve's first window on is returned starting at the first record:
 that is no change (a curve that oscillates throughout, such as a cyclic schedule), and
 `detect_transitions` does not report it, but it still holds the bumps inside it.
+
+Two more rules find regimes that roughness misses. Recurring level changes
+(`recurring_changes`): an oscillation too slow for the roughness windows, or bumps that rise
+slowly and fall at once, show as a run of level changes that the curve gives back. Trains of
+short spikes (`spike_trains`): spikes of 1-3 records, which the spike filter removes before
+the level tests and which are too small for the roughness windows on a rough trend (loss
+spikes 3-10% tall at the edge of stability), are counted on the filter's residual against
+the local noise; at least 6 spikes of one sign, each over 5 noise sigmas, recurring within
+4 finest windows at a pace steadier than random arrivals, after a stretch with (almost) none,
+are one regime from the first spike (to the last, if they stop). A spike or a few, or
+spikes scattered over the whole run, are not a train.
 """
 from __future__ import annotations
 
@@ -28,6 +39,7 @@ import numpy as np
 
 from phasetrain.detect.candidates import finest_window
 from phasetrain.detect.prepare import Curve
+from phasetrain.detect.robust import noise_floor, noise_variance
 from phasetrain.detect.transition import Transition
 
 MIN_ROUGHNESS = 9.0
@@ -44,6 +56,12 @@ MIN_RECOVERY = 0.5  # before a change in the same direction, the curve wins back
 MAX_STEADY_GAPS = 2.0  # gaps between changes at a steady pace differ by at most this factor
 WITHIN_BAND = 0.9  # a curve oscillating from its start keeps 90% of its records before the first change in the band
 MIN_SPREAD_BEFORE = 0.25  # ... and spans a quarter of it there (a part of a cycle); a curve sitting still does not
+MEDIAN_REACH = 3  # records either side the spike filter (a running median of 7) reads
+SPIKE_SIGMAS = 5.0  # a spike leaves the spike-filtered curve by more than this many noise sigmas
+MIN_SPIKES = 6  # spikes in a train: the few isolated spikes of a run never make one
+MAX_SPIKE_GAP = 4.0  # finest windows between the starts of consecutive spikes of a train, at most
+STEADY_SIGMAS = 2.0  # a train's gaps are steadier than random arrivals' by 2 standard errors (see is_train)
+MAX_RATE_AROUND = 0.25  # spikes come at most a quarter as often just before and after a train as in it
 
 
 def rolling_mean(a: np.ndarray, size: int) -> np.ndarray:
@@ -164,30 +182,41 @@ def detect_regimes(curve: Curve, var: np.ndarray, window: float | None) -> list[
             top[1], top[2], top[3], top[4] = max(top[1], last), max(top[2], rough), top[3] or ongoing, max(top[4], lag)
         else:
             spans.append([first, last, rough, ongoing, lag])
-    integer_steps = bool(np.all(t == np.round(t)))
-    as_step = int if integer_steps else float
     found = []
     for first, last, rough, ongoing, lag in spans:
-        before = y[max(0, first - WINDOW_LAGS * lag) : first]
         inside = y[first : last + 1]
-        level_before = curve.to_values(float(np.median(before if before.size else inside)))
-        level_after = curve.to_values(float(np.median(inside)))
         swing = float(np.sqrt(max(np.mean((inside - np.median(inside)) ** 2), 0.0)))
-        largest = max(abs(level_before), abs(level_after))
-        found.append(Transition(
-            step=as_step(t[first]),
-            start_step=as_step(t[first]),
-            end_step=as_step(t[-1] if ongoing else t[last]),
-            level_before=level_before,
-            level_after=level_after,
-            magnitude=swing,
-            relative_magnitude=abs(level_after - level_before) / largest if largest > 0 else 0.0,
-            direction="up" if level_after > level_before else "down",
-            score=float(np.sqrt(rough)),
-            kind="regime",
-            ongoing=bool(ongoing),
-        ))
+        found.append(regime_transition(curve, first, last, ongoing, WINDOW_LAGS * lag, swing, float(np.sqrt(rough))))
     return found
+
+
+def regime_transition(curve: Curve, first: int, last: int, ongoing: bool, before: int,
+                      magnitude: float, score: float) -> Transition:
+    """The regime from record `first` to record `last` of `curve` as a Transition of kind
+    "regime": step = start_step = its first record's step, end_step its last's (the curve's
+    last step when `ongoing`); level_before the median value over the `before` records before
+    it (inside it when there are none), level_after the median inside it (both in the
+    curve's units); magnitude (on the analysis scale) and score as given."""
+    t, y = curve.t, curve.y
+    as_step = int if bool(np.all(t == np.round(t))) else float
+    inside = y[first : last + 1]
+    preceding = y[max(0, first - before) : first]
+    level_before = curve.to_values(float(np.median(preceding if preceding.size else inside)))
+    level_after = curve.to_values(float(np.median(inside)))
+    largest = max(abs(level_before), abs(level_after))
+    return Transition(
+        step=as_step(t[first]),
+        start_step=as_step(t[first]),
+        end_step=as_step(t[-1] if ongoing else t[last]),
+        level_before=level_before,
+        level_after=level_after,
+        magnitude=magnitude,
+        relative_magnitude=abs(level_after - level_before) / largest if largest > 0 else 0.0,
+        direction="up" if level_after > level_before else "down",
+        score=score,
+        kind="regime",
+        ongoing=bool(ongoing),
+    )
 
 
 def merge_overlapping(regimes: list[Transition]) -> list[Transition]:
@@ -336,3 +365,86 @@ def within_band_before(run: list[Transition], t: np.ndarray, smooth: np.ndarray,
     inside = float(np.mean((before >= low - margin) & (before <= high + margin)))
     spread = float(np.percentile(before, 95) - np.percentile(before, 5))
     return inside >= WITHIN_BAND and spread >= MIN_SPREAD_BEFORE * (high - low)
+
+
+def spike_trains(curve: Curve, smooth: np.ndarray, var: np.ndarray, window: float | None) -> list[Transition]:
+    """Short spikes that keep coming, each train of them as one regime, sorted by start.
+
+    The spike filter removes spikes of up to 3 records before the level tests, and the
+    roughness windows miss small ones on a rough trend; the filter's residual (curve.y less
+    `smooth`) holds them. It is measured against the noise of the curve without its spikes
+    (`residual_sigmas`: dense spikes inflate the noise of the raw curve). A spike is a run of
+    consecutive records beyond SPIKE_SIGMAS noise sigmas on one side (the first and last
+    MEDIAN_REACH records, where the filter reflects the curve, are not read). Spikes of one
+    sign whose first records follow each other within MAX_SPIKE_GAP finest windows chain, and
+    a chain that `is_train` is a regime from its first spike's first record to its last
+    spike's last, ongoing when the curve ends within the chain's longest gap of its last spike.
+
+    curve: the prepared curve; smooth: its spike-filtered values, shape (n,); var: noise
+    variance per record, shape (n,); window: the finest window in steps (None: as for level
+    changes). Returned transitions have kind="regime" (see `regime_transition`; level_before
+    over the finest window before the train), magnitude the median spike height (on the
+    analysis scale), score the median height in noise sigmas.
+    """
+    t, y = curve.t, curve.y
+    n = y.size
+    value_range = float(smooth.max() - smooth.min())
+    if n <= 2 * MEDIAN_REACH + MIN_SPIKES or not value_range > 0:
+        return []
+    z = residual_sigmas(curve, smooth, var, value_range)
+    h, _, spacing = finest_window(t, window)
+    out = []
+    for sign in (1.0, -1.0):
+        beyond = sign * z > SPIKE_SIGMAS
+        beyond[:MEDIAN_REACH] = beyond[n - MEDIAN_REACH :] = False
+        idx = np.flatnonzero(beyond)
+        if idx.size < MIN_SPIKES:
+            continue
+        heads = np.flatnonzero(np.diff(idx, prepend=-2) > 1)
+        starts, ends = idx[heads], idx[np.append(heads[1:], idx.size) - 1]  # each spike's first and last record
+        for chain in np.split(np.arange(starts.size), np.flatnonzero(np.diff(t[starts]) > MAX_SPIKE_GAP * h) + 1):
+            at = t[starts[chain]]
+            if not is_train(at, t[starts], float(t[0]), float(t[-1])):
+                continue
+            peaks = [int(a + np.argmax(sign * z[a : b + 1])) for a, b in zip(starts[chain], ends[chain])]
+            out.append(regime_transition(
+                curve, int(starts[chain[0]]), int(ends[chain[-1]]), ongoing=bool(t[-1] - at[-1] <= np.diff(at).max()),
+                before=max(1, round(h / spacing)), magnitude=float(np.median(np.abs(y[peaks] - smooth[peaks]))),
+                score=float(np.median(sign * z[peaks])),
+            ))
+    return sorted(out, key=lambda r: r.start_step)
+
+
+def residual_sigmas(curve: Curve, smooth: np.ndarray, var: np.ndarray, value_range: float) -> np.ndarray:
+    """What the spike filter removed from the curve, curve.y - smooth, in noise sigmas of the
+    curve without its spikes, shape (n,): the local noise (see `robust.noise_variance`, at
+    least `robust.noise_floor` for `value_range`) of the curve with the records beyond
+    SPIKE_SIGMAS of `var` (noise variance per record, shape (n,)) replaced by `smooth`."""
+    y = curve.y
+    cleaned = np.where(np.abs(y - smooth) > SPIKE_SIGMAS * np.sqrt(var), smooth, y)
+    noise = np.maximum(noise_variance(curve.t, cleaned), noise_floor(y, curve.log, curve.quantum, value_range))
+    return (y - smooth) / np.sqrt(noise)
+
+
+def is_train(at: np.ndarray, every: np.ndarray, first: float, last: float) -> bool:
+    """True when the spikes at steps `at` (a chain, sorted, shape (k,)) are a train that starts
+    after the curve's start: at least MIN_SPIKES of them,
+    - at a steady pace: the spread of their gaps (standard deviation over mean) lies below
+      random arrivals' 1 by STEADY_SIGMAS of its standard error there, 1 / sqrt(gaps)
+      (scattered spikes and heavy-tailed noise make chains of uneven gaps);
+    - coming from a quiet curve: as long a stretch before and after the chain (within the
+      curve) holds spikes at most MAX_RATE_AROUND times as often as the chain (a stream of
+      spikes that pauses does not start again where it resumes);
+    - not from the curve's start: the first spike lies more than the longest gap after the
+      first record (a train from there, such as the peaks of a cycle, is how the curve is).
+    every: the steps of all spikes of the chain's sign, sorted; first, last: the curve's
+    first and last steps.
+    """
+    if at.size < MIN_SPIKES:
+        return False
+    gaps, span = np.diff(at), float(at[-1] - at[0])
+    if (1 - np.std(gaps) / np.mean(gaps)) * np.sqrt(gaps.size) < STEADY_SIGMAS or at[0] - first <= gaps.max():
+        return False
+    lo, hi = max(first, at[0] - span), min(last, at[-1] + span)
+    around = np.count_nonzero((every >= lo) & (every <= hi)) - at.size
+    return bool(around <= MAX_RATE_AROUND * (at.size - 1) * (at[0] - lo + hi - at[-1]) / span)

@@ -15,7 +15,8 @@ class Transition:
         score the slope change in standard errors), or "regime" (a sustained oscillation
         starts, see `regimes`: step = start_step = its first record, end_step its last;
         level_before the median before it, level_after the median inside it, magnitude
-        the RMS deviation inside it, score the roughness in noise sigmas).
+        the RMS deviation inside it, score the roughness in noise sigmas; for a train of
+        short spikes, their median height and that height in noise sigmas).
 
     step: first recorded step at which the change is at least half done (for a sigmoid,
         the point of fastest change; for a step, the first record at the new level).
