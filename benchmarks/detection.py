@@ -575,6 +575,13 @@ def markdown_tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+def display_path(path: Path) -> str:
+    """`path` relative to the repository when inside it (no machine's folder in the results)."""
+    root = Path(__file__).resolve().parent.parent
+    resolved = path.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="fewer, shorter curves (for CI)")
@@ -612,7 +619,7 @@ def main() -> None:
     )
     result = {
         "benchmark": "detection",
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": {k: display_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "threads": os.environ.get("OMP_NUM_THREADS"),
         "tolerance": "max(transition width 10-90%, 1% of the run, 2 recording intervals)",
         "accuracy": accuracy,
