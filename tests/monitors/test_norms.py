@@ -37,3 +37,17 @@ def test_weight_norm_covers_the_trainable_parameters_only():
     ctx = StepContext(model, None, None, 1, 0, (None, None), torch.device("cpu"))
     assert WeightNormMonitor(freq=1).compute(ctx)["weight_norm"] == pytest.approx(expected, rel=1e-6)
     assert host_norm(trainable) == pytest.approx(expected, rel=1e-6)
+
+
+def test_weight_norm_follows_freezing_and_another_model():
+    model = model_with_gradients()
+    monitor = WeightNormMonitor(freq=1)
+    ctx = StepContext(model, None, None, 1, 0, (None, None), torch.device("cpu"))
+    before = monitor.compute(ctx)["weight_norm"]
+    model[0].weight.requires_grad_(False)  # frozen after the first measurement: left out
+    frozen = torch.cat([model[0].bias.detach(), model[2].weight.detach().flatten()]).norm().item()
+    assert monitor.compute(ctx)["weight_norm"] == pytest.approx(frozen, rel=1e-6) != pytest.approx(before)
+    other = nn.Linear(2, 2)
+    ctx = StepContext(other, None, None, 2, 0, (None, None), torch.device("cpu"))
+    expected = torch.cat([other.weight.detach().flatten(), other.bias.detach()]).norm().item()
+    assert monitor.compute(ctx)["weight_norm"] == pytest.approx(expected, rel=1e-6)

@@ -15,14 +15,21 @@ from phasetrain.monitors.base import Monitor, StepContext
 
 
 class WeightNormMonitor(Monitor):
-    """Records `weight_norm` (L2 over all trainable parameters) every `freq` steps."""
+    """Records `weight_norm` (L2 over all trainable parameters) every `freq` steps.
+
+    A model's parameters are listed once (walking a module tree costs about as much as the norm
+    of a small model), as an optimizer holds them; which of them are trainable is asked anew at
+    every measurement."""
 
     def __init__(self, freq: int) -> None:
         self.freq = freq
+        self._listed: tuple[nn.Module, list[nn.Parameter]] | None = None  # (model, its parameters)
 
     @torch.no_grad()
     def compute(self, ctx: StepContext) -> dict[str, float]:
-        params = [p for p in ctx.model.parameters() if p.requires_grad]
+        if self._listed is None or self._listed[0] is not ctx.model:
+            self._listed = (ctx.model, list(ctx.model.parameters()))
+        params = [p for p in self._listed[1] if p.requires_grad]
         if params and params[0].device.type == "cpu":
             return {"weight_norm": host_norm(params)}
         return {"weight_norm": float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params))))}
