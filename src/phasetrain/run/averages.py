@@ -62,23 +62,15 @@ class StepAccumulator:
             self._count_held_predictions()
 
     def add_update(self, batches: list[tuple], grad_norm: Number | None) -> None:
-        """One optimizer update, in one call (the training loop's hot path): its micro-batches as
+        """One optimizer update, in one call (the training loop's): its micro-batches as
         `(loss, batch_size, correct, predictions)`, where `predictions` is an `(outputs, targets)`
         pair for `add_predictions` or None (then `correct` is as for `add_batch`), and its
         gradient norm as for `add_grad_norm`."""
         for loss, batch_size, correct, predictions in batches:
-            if correct is None and type(loss) is float:  # a host loss: summed here, no call
-                self._host[0] += loss * batch_size
-                self._counts[0] += batch_size
-            else:
-                self.add_batch(loss, batch_size, correct)
+            self.add_batch(loss, batch_size, correct)
             if predictions is not None:
                 self.add_predictions(*predictions)
-        if type(grad_norm) is float:
-            self._host[2] += grad_norm
-            self._counts[2] += 1
-        else:
-            self.add_grad_norm(grad_norm)
+        self.add_grad_norm(grad_norm)
 
     def add_grad_norm(self, grad_norm: Number | None) -> None:
         """One update's global gradient norm, or None when not computed."""
