@@ -32,7 +32,7 @@ class WeightNormMonitor(Monitor):
         params = [p for p in self._listed[1] if p.requires_grad]
         if params and params[0].device.type == "cpu":
             return {"weight_norm": host_norm(params)}
-        return {"weight_norm": float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params))))}
+        return {"weight_norm": float(device_norm(params))}
 
 def global_grad_norm(parameters: nn.Module | Iterable[torch.Tensor]) -> torch.Tensor:
     """L2 norm over all gradients of `parameters` (a model or an iterable of tensors), as a 0-d tensor.
@@ -43,10 +43,15 @@ def global_grad_norm(parameters: nn.Module | Iterable[torch.Tensor]) -> torch.Te
     """
     if isinstance(parameters, nn.Module):
         parameters = parameters.parameters()
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
+    return device_norm([p.grad for p in parameters if p.grad is not None])
+
+
+def device_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm over all `tensors` as a 0-d tensor on their device, not read to the host (0 for none):
+    one fused pass (`torch._foreach_norm`) and the norm of the per-tensor norms."""
+    if not tensors:
         return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
 def host_grad_norm(parameters: Iterable[torch.Tensor]) -> float:
