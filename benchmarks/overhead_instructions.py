@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("results") / "overhead_instructions.json"
@@ -46,7 +47,10 @@ def worker(loop: str, widths: tuple[int, ...], batch: int) -> None:
     def count(state: str) -> None:
         subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], capture_output=True, check=False)
 
-    class Switch:  # the twin hook of overhead.py's loops: called after every BLOCK-th step
+    class Switch:  # in place of overhead.py's twin: the case, and a hook called after every BLOCK-th step
+        case = overhead.Case(overhead.mlp(*widths), partial(overhead.make_batches, widths[0], batch), 1, None)
+        device = torch.device("cpu")
+
         def hook(self, step: int) -> None:
             if step == FIRST:
                 count("on")
