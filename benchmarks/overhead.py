@@ -29,7 +29,7 @@ spinning through serial Python). Results go to
 benchmarks/results/overhead.json, replacing the rows of the cases measured and keeping the others.
 
 usage: python benchmarks/overhead.py [--steps 2000] [--rounds 3] [--small] [--loops phasetrain,lean,...]
-       [--cases GPU,...] [--device cpu] [--json PATH]
+       [--case GPU ...] [--device cpu] [--json PATH]
 """
 from __future__ import annotations
 
@@ -269,18 +269,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of every loop per case (medians reported)")
     parser.add_argument("--small", action="store_true", help="a quick smoke run (200 steps, one round, no JSON)")
     parser.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops to measure")
-    parser.add_argument("--cases", default="", help="comma-separated words; only the cases whose name holds one")
+    parser.add_argument("--case", action="append", default=[],
+                        help="only the cases whose name holds this text (repeatable)")
     parser.add_argument("--device", help="run the chosen cases on this device instead of their own (a smoke run of "
-                                         "the GPU case on the CPU: --cases GPU --device cpu)")
+                                         "the GPU case on the CPU: --case GPU --device cpu)")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
     args = parser.parse_args()
     if args.small:
         args.steps, args.rounds = 200, 1
     loops = [name for name in args.loops.split(",")
              if LOOPS[name][1] is None or importlib.util.find_spec(LOOPS[name][1]) is not None]
-    words = [word for word in args.cases.split(",") if word]
     cases = {name: case if args.device is None else replace(case, device=args.device)
-             for name, case in CASES.items() if not words or any(word in name for word in words)}
+             for name, case in CASES.items() if not args.case or any(text in name for text in args.case)}
     rows = []
     print(f"blocks of {BLOCK} steps alternating with a plain loop; medians over {args.rounds} rounds of the ratio of "
           f"median block times and of the added time per step")
