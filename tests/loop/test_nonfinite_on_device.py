@@ -3,6 +3,8 @@ optimizer takes (no host sync on a step that does not record). Exercised here on
 the loop treat reads as costly, as it does on a GPU."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn, optim
@@ -104,3 +106,23 @@ def test_no_value_is_read_to_the_host_on_a_step_that_does_not_record(tmp_path, m
                         optimizer=lambda params: optim.AdamW(params, lr=0.01, fused=True))
     trainer.train(batches(20), num_epochs=1, callbacks=[reads])
     assert reads.steps and set(reads.steps) <= {5, 10, 15, 20}
+
+
+def test_an_accelerator_run_with_an_optimizer_built_unfused_is_told_how_to_avoid_the_per_update_sync(tmp_path):
+    data = batches()
+
+    def run(folder, fused, reads_on_host):
+        torch.manual_seed(0)
+        model = make_mlp()
+        trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1, fused=fused),
+                                         nn.CrossEntropyLoss(), log_dir=tmp_path / folder, progress_bar=False)
+        trainer._update.reads_on_host = reads_on_host
+        trainer.train(data[:4], num_epochs=1)
+        return trainer
+
+    with pytest.warns(UserWarning, match=r"SGD is not fused, so on cpu the on_nonfinite check.*fused=True"):
+        assert not run("unfused", None, reads_on_host=False)._checks_on_device
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run("fused", True, reads_on_host=False)._checks_on_device
+        run("cpu", None, reads_on_host=True)  # reads are free where the figures are host floats

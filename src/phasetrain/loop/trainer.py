@@ -179,6 +179,10 @@ class PhaseTransitionTrainer(RunViews):
         self.should_stop = False
         self._distributed = distributed.is_distributed()
         self._checks_on_device = self._decides_finiteness_on_device()
+        if self._could_check_on_device_if_fused():
+            warnings.warn(f"{type(self.optimizer).__name__} is not fused, so on {self.device} the on_nonfinite check "
+                          f"reads one flag per update (a host sync every step); build it with fused=True and the "
+                          f"check runs on the device, read once per record", UserWarning, stacklevel=2)
         self._order, self._train_loader = EpochOrder(train_loader), train_loader
         # a resume, or this trainer's own run going on (a second train() call), keeps the folder's files
         self.recorder.open_folder(resuming=resume_from is not None or self.recorder.run_id is not None)
@@ -412,6 +416,13 @@ class PhaseTransitionTrainer(RunViews):
         """Whether finiteness is decided on the device and read at the next record (no host sync
         per step): an accelerator, one process, and an optimizer that skips on a found-inf tensor."""
         return self._update.can_skip_on_device and not self._distributed
+
+    def _could_check_on_device_if_fused(self) -> bool:
+        """An accelerator run that syncs per update only because its optimizer, which has a fused
+        implementation (a `fused` default: Adam, AdamW, SGD, ...), was built without it."""
+        optimizer_fused = self.optimizer.defaults.get("fused", False)
+        return (not self._checks_on_device and not self._distributed and not self._update.reads_on_host
+                and self.config.precision != "fp16" and "fused" in self.optimizer.defaults and not optimizer_fused)
 
     def _guard_on_device(self, losses: list[torch.Tensor], grad_norm: torch.Tensor | None) -> torch.Tensor:
         """The device-side `on_nonfinite`: remember this update's loss and norm, and return the
