@@ -61,7 +61,7 @@ def pattern_2_monitoring_wrapper(log_dir: Path, epochs: int, train_loader) -> Ph
             if step % trainer.log_freq == 0:
                 acc = accuracy(output, target)
                 trainer._log_step(step, epoch, loss.item(), acc, grad_norm)
-    trainer.save_metrics()  # metrics.json complete and valid (log_step also streams metrics.jsonl)
+    trainer.finish()  # metrics.json complete and valid, the run folder released (log_step streams metrics.jsonl)
     return trainer
 
 

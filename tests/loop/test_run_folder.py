@@ -152,3 +152,36 @@ def test_a_resume_with_another_optimizer_or_batch_size_is_refused_before_anythin
     with pytest.warns(UserWarning, match="lr = 0.01 in the checkpoint, 0.005 live"):
         allowed.train(*loaders, num_epochs=2, resume_from="latest", allow_changes=("lr",))
     assert allowed.optimizer.param_groups[0]["lr"] == 5e-3
+
+
+def hand_written_run(log_dir, steps=6, **kwargs):
+    """A hand-written loop recording through `log_step` every 2 steps; returns its trainer."""
+    trainer = make_trainer(log_dir, log_freq=2, **kwargs)
+    inputs_all, targets_all = make_classification().tensors
+    for step in range(1, steps + 1):
+        inputs, targets = inputs_all[16 * step:16 * step + 16], targets_all[16 * step:16 * step + 16]
+        trainer.optimizer.zero_grad()
+        loss = trainer.loss_fn(trainer.model(inputs), targets)
+        loss.backward()
+        trainer.optimizer.step()
+        if step % 2 == 0:
+            trainer.log_step(step, 0, loss.item())
+    return trainer
+
+
+def test_a_hand_written_loop_releases_its_folder_at_finish_or_when_its_trainer_is_gone(tmp_path):
+    alive = hand_written_run(tmp_path)
+    with pytest.raises(RunFolderLocked, match=r"this process .*trainer\.finish\(\)"):
+        hand_written_run(tmp_path, overwrite=True)
+    assert json.loads((tmp_path / "run.json").read_text())["run_id"] == alive.recorder.run_id  # untouched
+    alive.finish()
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["metrics"]["train_loss"]["steps"] == [2, 4, 6] and written["meta"]["finished"]
+    alive.log_step(8, 0, 0.5)  # a later log_step continues the same run
+    alive.finish()
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["train_loss"]["steps"] == [2, 4, 6, 8]
+    del alive
+    hand_written_run(tmp_path, steps=4, overwrite=True)  # a notebook cell run again: the last trainer dropped
+    replaced = hand_written_run(tmp_path, steps=2, overwrite=True)
+    replaced.finish()
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["train_loss"]["steps"] == [2]

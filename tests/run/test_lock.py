@@ -1,6 +1,7 @@
 """RunLock: one live writer per run folder; a killed holder's lock is taken over."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -62,7 +63,7 @@ def test_a_killed_holders_lock_is_taken_over(tmp_path):
 
 
 def test_a_second_lock_in_the_same_process_is_refused_too(tmp_path):
-    with RunLock(tmp_path), pytest.raises(RunFolderLocked, match=f"process {os.getpid()}"):
+    with RunLock(tmp_path), pytest.raises(RunFolderLocked, match=rf"this process \(pid {os.getpid()}\), still alive"):
         RunLock(tmp_path).acquire()
     RunLock(tmp_path).acquire().release()  # free again after the with block
 
@@ -113,3 +114,39 @@ print("held", flush=True); sys.stdin.readline(); held.release()
     for p in procs:
         p.communicate("\n", timeout=30)
     assert outputs == ["held"] + ["refused"] * 5, outputs
+
+
+class Holder:
+    """Something that holds a lock inside a reference cycle, as a trainer does (its recorder's
+    hooks point back at it): freed only by the cyclic garbage collector."""
+
+    def __init__(self, folder):
+        self.lock = RunLock(folder).acquire()
+        self.me = self
+
+
+def test_a_lock_nothing_refers_to_is_released_when_collected(tmp_path):
+    RunLock(tmp_path / "plain").acquire()  # dropped at once
+    assert not (tmp_path / "plain" / LOCK_FILE).exists()
+    RunLock(tmp_path / "plain").acquire().release()
+    gc.disable()  # no collection behind the test's back: only acquire's own may free the holder
+    try:
+        Holder(tmp_path / "cycle")
+        assert (tmp_path / "cycle" / LOCK_FILE).exists()  # unreachable, not yet collected
+        RunLock(tmp_path / "cycle").acquire().release()  # acquire collected it, then took the lock
+    finally:
+        gc.enable()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_dropping_the_lock_leaves_it_held_by_the_parent(tmp_path):
+    held = RunLock(tmp_path).acquire()
+    child = os.fork()
+    if child == 0:  # a DataLoader worker, say: it drops its copy and exits
+        del held  # the last reference: its finalizer runs here
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert (tmp_path / LOCK_FILE).exists()
+    with pytest.raises(RunFolderLocked):
+        RunLock(tmp_path).acquire()
+    held.release()

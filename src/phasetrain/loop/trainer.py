@@ -247,7 +247,8 @@ class PhaseTransitionTrainer(RunViews):
         (weight norm; curvature with `track_hessian`, on `hessian_batches` or on `batch`, an
         `(inputs, targets)` pair), on the weights as they are now: after your `optimizer.step()`
         if you call it there. Streams to `metrics.jsonl` at once and rewrites `metrics.json` at
-        most every few seconds; call `save_metrics()` at the end.
+        most every few seconds; call `finish()` at the end (or `save_metrics()`, which keeps the
+        run folder until the trainer is gone).
         """
         check_int("step", step)
         previous = self.state.step
@@ -264,6 +265,16 @@ class PhaseTransitionTrainer(RunViews):
         self.recorder.save_metrics_now_and_then()
 
     _log_step = log_step
+
+    def finish(self) -> Path:
+        """End a hand-written loop's run: feed the online detectors what the watch budget held back,
+        write metrics.json, close the streams and release the run folder, so another trainer may
+        use it; a later `log_step` continues this run. Returns metrics.json's path. (`train()`
+        finishes its own run; here, without a hand-written run going on, this is `save_metrics()`.)"""
+        if not self._own_loop_started:
+            return self.save_metrics()
+        self._own_loop_started = False
+        return self.recorder.finish()
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Record extra named values at `step` (e.g. from a callback): into the history, the
@@ -572,7 +583,7 @@ class PhaseTransitionTrainer(RunViews):
                              "log_step(..., batch=(inputs, targets)); got neither")
         self.recorder.open_folder(resuming=self.recorder.run_id is not None)
         self.recorder.start(self.device, optimizer=self.optimizer)
-        self._own_loop_started = True
+        self._own_loop_started = True  # until finish()
 
 
 def summed(losses: list) -> float | torch.Tensor:

@@ -6,14 +6,19 @@ lock that blocks the next one, and no process id is trusted: a pid check (`os.ki
 fooled by pid reuse (frequent in containers) and cannot see processes on other hosts sharing the
 folder. The file also holds the holder's pid, hostname and start time, for the error message only.
 Caveats: flock is per open file, so a second `RunLock` on the same folder in the same process is
-refused too; on network file systems flock works where the server supports it (NFSv4, recent
+refused too, while the first is alive: a lock no object refers to any more (a trainer a notebook
+cell replaced, a hand-written loop's trainer that was never finished) is released when it is
+collected, and `acquire` collects garbage once before it refuses a folder its own process holds.
+On network file systems flock works where the server supports it (NFSv4, recent
 Linux clients), and on platforms without `fcntl` (Windows) the lock does nothing.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +55,7 @@ class RunLock:
         self.path = self.folder / LOCK_FILE
         self.previous_holder: dict[str, Any] | None = None
         self._fd: int | None = None
+        self._release: weakref.finalize | None = None  # also run when the lock is garbage-collected
 
     @property
     def held(self) -> bool:
@@ -69,6 +75,7 @@ class RunLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         if fcntl is None:
             return self
+        collected = False
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -76,11 +83,11 @@ class RunLock:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
-                raise RunFolderLocked(
-                    f"log_dir {str(self.folder)!r} is in use by process {holder.get('pid', '?')} on host "
-                    f"{holder.get('host', '?')} (started {holder.get('started', '?')}); two runs must not "
-                    f"write into one folder: wait for it to end, stop it, or use another log_dir"
-                ) from None
+                if holder.get("pid") == os.getpid() and not collected:
+                    collected = True
+                    gc.collect()  # the holder may be a lock of this process that nothing refers to
+                    continue
+                raise RunFolderLocked(_locked_message(self.folder, holder)) from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -93,23 +100,43 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
         self._fd = fd
+        self._release = weakref.finalize(self, _unlock, self.path, fd, os.getpid())
         return self
 
     def release(self) -> None:
         """Remove the lock file and release the lock (nothing happens when it is not held)."""
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
-            self.path.unlink(missing_ok=True)  # while still locked, so no one else's file is removed
-        finally:
-            os.close(fd)  # closing releases the flock
+        if self._release is not None:
+            self._fd, release, self._release = None, self._release, None
+            release()
 
     def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def _unlock(path: Path, fd: int, owner: int) -> None:
+    """Remove the lock file, while still locked (so no one else's file is removed), and close it,
+    which releases the flock; only in the `owner` process (a forked child, e.g. a DataLoader
+    worker, shares the lock and must not remove it)."""
+    if os.getpid() != owner:
+        return
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _locked_message(folder: Path, holder: dict[str, Any]) -> str:
+    """Why `folder` is refused: who holds it (this process, or another one) and what to do."""
+    if holder.get("pid") == os.getpid():
+        return (f"log_dir {str(folder)!r} is in use by another trainer or callback of this process (pid "
+                f"{os.getpid()}), still alive; two runs must not write into one folder: let that run end (a "
+                f"hand-written loop's trainer holds its folder until `trainer.finish()`), or use another log_dir")
+    return (f"log_dir {str(folder)!r} is in use by process {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+            f"(started {holder.get('started', '?')}); two runs must not write into one folder: wait for it to "
+            f"end, stop it, or use another log_dir")
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
