@@ -26,8 +26,7 @@ import torch
 
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.norms import global_grad_norm
-from phasetrain.run.config import RecordingConfig
-from phasetrain.run.recorder import RunRecorder, RunViews, transition_hook
+from phasetrain.run.recorder import RunViews, callback_recorder
 from phasetrain.run.summary import KEY_METRICS
 
 try:
@@ -109,18 +108,14 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
                             f"got {accuracy_fn!r}")
         if acc_key is not None and not isinstance(acc_key, str):
             raise TypeError(f"acc_key must be a metric name (str) or None, got {acc_key!r}")
-        config = RecordingConfig(log_dir=log_dir, log_freq=log_freq, track_gradients=bool(track_gradients),
-                                 track_hessian=bool(track_hessian), hessian_method=hessian_method,
-                                 hessian_freq=hessian_freq, hessian_k=hessian_k,
-                                 hessian_budget=hessian_budget, hessian_batches=hessian_batches,
-                                 monitors=tuple(monitors), loggers=loggers,
-                                 keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
-                                 watch_window=watch_window, watch_detector=watch_detector,
-                                 watch_budget=watch_budget)
-        self.recorder = RunRecorder(config, "lightning")
-        if on_phase_transition is not None:
-            self.recorder.transition_hooks.append(transition_hook(on_phase_transition, self))
-        self.recorder.transition_hooks.append(self._log_transition)
+        self.recorder = callback_recorder("lightning", self, on_phase_transition, log_dir=log_dir, log_freq=log_freq,
+                                          track_gradients=bool(track_gradients), track_hessian=bool(track_hessian),
+                                          hessian_method=hessian_method, hessian_freq=hessian_freq,
+                                          hessian_k=hessian_k, hessian_budget=hessian_budget,
+                                          hessian_batches=hessian_batches, monitors=tuple(monitors), loggers=loggers,
+                                          keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
+                                          watch_window=watch_window, watch_detector=watch_detector,
+                                          watch_budget=watch_budget)
         self.loss_fn, self.accuracy_fn, self.acc_key = loss_fn, accuracy_fn, acc_key
         self._params: list[torch.Tensor] = []
         self._batch: Any = None

@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from phasetrain.monitors.base import Monitor, StepContext
-from phasetrain.run.config import RecordingConfig
-from phasetrain.run.recorder import RunRecorder, RunViews, transition_hook
+from phasetrain.run.recorder import RunViews, callback_recorder
 from phasetrain.run.summary import KEY_METRICS
 
 try:
@@ -144,18 +143,14 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
             raise ValueError("hessian_batches is required when track_hessian=True: the HF Trainer gives callbacks no "
                              "batch; pass a list of collated dict batches with 'labels', got hessian_batches=None")
         keys, pairs = keyword_batches(hessian_batches) if hessian_batches is not None else (None, None)
-        config = RecordingConfig(log_dir=log_dir, track_gradients=bool(track_gradients),
-                                 track_hessian=bool(track_hessian), hessian_method=hessian_method,
-                                 hessian_freq=hessian_freq, hessian_k=hessian_k,
-                                 hessian_budget=hessian_budget, hessian_batches=pairs,
-                                 monitors=tuple(monitors), loggers=loggers,
-                                 keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
-                                 watch_window=watch_window, watch_detector=watch_detector,
-                                 watch_budget=watch_budget)
-        self.recorder = RunRecorder(config, "transformers")
-        if on_phase_transition is not None:
-            self.recorder.transition_hooks.append(transition_hook(on_phase_transition, self))
-        self.recorder.transition_hooks.append(self._log_transition)
+        self.recorder = callback_recorder("transformers", self, on_phase_transition, log_dir=log_dir,
+                                          track_gradients=bool(track_gradients), track_hessian=bool(track_hessian),
+                                          hessian_method=hessian_method, hessian_freq=hessian_freq,
+                                          hessian_k=hessian_k, hessian_budget=hessian_budget, hessian_batches=pairs,
+                                          monitors=tuple(monitors), loggers=loggers,
+                                          keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
+                                          watch_window=watch_window, watch_detector=watch_detector,
+                                          watch_budget=watch_budget)
         self._keys = keys
         self._wrapped: KeywordModel | None = None
         self._logs = HFLogs()

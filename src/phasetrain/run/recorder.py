@@ -495,6 +495,19 @@ class RunViews:
         return self.recorder.save_metrics()
 
 
+def callback_recorder(framework: str, owner: Any, on_phase_transition: Callable[..., Any] | None,
+                      **settings: Any) -> RunRecorder:
+    """The recorder of a framework callback `owner` ("lightning", "transformers"): configured by
+    `settings` (`RecordingConfig` fields, checked there), calling `on_phase_transition(owner,
+    transition)` (when given) and then `owner._log_transition(transition)` for each transition
+    confirmed online."""
+    recorder = RunRecorder(RecordingConfig(**settings), framework)
+    if on_phase_transition is not None:
+        recorder.transition_hooks.append(transition_hook(on_phase_transition, owner))
+    recorder.transition_hooks.append(owner._log_transition)
+    return recorder
+
+
 def transition_hook(fn: Callable[..., Any], owner: Any,
                     name: str = "on_phase_transition") -> Callable[[Transition], Any]:
     """`fn(owner, transition)`, the one hook signature, as a recorder hook. A function of one
