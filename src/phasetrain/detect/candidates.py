@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from phasetrain.detect.prepare import Curve
+from phasetrain.detect.prepare import Curve, step_type
 from phasetrain.detect.scan import Geometry, ScaleScan, geometry, scan_scale
 from phasetrain.detect.transition import Transition
 
@@ -76,14 +76,14 @@ def select(
     transitions apart. Each accepted one is then measured at the scale that sees all of it.
     Sorted step lists keep this O(C log C) in the number of candidates C.
     """
-    integer_steps = bool(np.all(curve.t == np.round(curve.t)))
+    as_step = step_type(curve.t)
     taken: list[float] = []  # accepted here, sorted; their reach is <= any later candidate's
     accepted: list[tuple[Candidate, Transition]] = []
     for cand in candidates:
         # an accepted change inside this candidate's gap is the change it sees: skip unmeasured
         if count_within(taken, cand.step, (cand.scan.geometry.gap + 0.5) * cand.scan.geometry.delta):
             continue
-        found = describe(curve, smooth, cand, integer_steps)
+        found = describe(curve, smooth, cand, as_step)
         if found is None:
             continue
         # the centre of a candidate may sit anywhere in its gap; where the change is, is `found.step`
@@ -101,7 +101,7 @@ def select(
     for reach, group in sorted(by_scale.items()):
         group = sorted(group, key=lambda c: c.step)
         scales.append((reach, [c.step for c in group], group))
-    return [(cand, widest(curve, smooth, cand, found, scales, others, integer_steps)) for cand, found in accepted]
+    return [(cand, widest(curve, smooth, cand, found, scales, others, as_step)) for cand, found in accepted]
 
 
 def count_within(sorted_steps: list[float], step: float, reach: float) -> int:
@@ -116,7 +116,7 @@ def widest(
     found: Transition,
     scales: list[tuple[float, list[float], list[Candidate]]],
     others: list[float],
-    integer_steps: bool,
+    as_step: type,
 ) -> Transition:
     """Re-measure a transition at the scale that sees all of it.
 
@@ -140,7 +140,7 @@ def widest(
         return found
     for c in pool:  # finest first
         if abs(c.scan.jump[c.index]) >= 0.9 * largest:
-            wider = describe(curve, smooth, c, integer_steps)
+            wider = describe(curve, smooth, c, as_step)
             if wider is not None and wider.direction == found.direction:
                 return wider
     return found
@@ -216,7 +216,7 @@ def scale_candidates(
     return sorted(picks, key=lambda c: -c.score)
 
 
-def describe(curve: Curve, smooth: np.ndarray, cand: Candidate, integer_steps: bool) -> Transition | None:
+def describe(curve: Curve, smooth: np.ndarray, cand: Candidate, as_step: type) -> Transition | None:
     """Locate the change around a candidate and measure it; None if it does not persist.
 
     Against the two fitted lines L (before) and R (after), each point's progress is
@@ -256,7 +256,6 @@ def describe(curve: Curve, smooth: np.ndarray, cand: Candidate, integer_steps: b
     if magnitude < MIN_QUANTA * curve.quantum:
         return None
     largest = max(abs(level_before), abs(level_after))
-    as_step = int if integer_steps else float
     return Transition(
         step=as_step(tt[mid]),
         start_step=as_step(tt[start]),

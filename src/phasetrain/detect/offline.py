@@ -14,7 +14,7 @@ from phasetrain.detect.candidates import (
     scans,
     select,
 )
-from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve
+from phasetrain.detect.prepare import Curve, check_scale, check_window_size, prepare_curve, step_type
 from phasetrain.detect.regimes import (
     MIN_CYCLE_CHANGES,
     detect_regimes,
@@ -166,8 +166,7 @@ def early_levels(
     candidates = []
     for scan in scans(u, smooth, var, None, None):
         candidates.extend(scale_candidates(scan, value_range, strict))
-    integer_steps = bool(np.all(t == np.round(t)))
-    as_step = int if integer_steps else float
+    as_step = step_type(t)
     out = []
     for _, found in select(axis, smooth, candidates, []):
         at, lo, hi = (int(np.searchsorted(u, v)) for v in (found.step, found.start_step, found.end_step))

@@ -34,6 +34,12 @@ class Curve:
         return math.exp(y) if self.log else float(y)
 
 
+def step_type(t: np.ndarray) -> type:
+    """How steps `t` are reported in a `Transition`: `int` when every one is whole (optimizer
+    steps), else `float` (epochs, tokens in millions, ...)."""
+    return int if bool(np.all(t == np.round(t))) else float
+
+
 def check_window_size(window_size: object, name: str = "window_size") -> float | None:
     """Return `window_size` as a float (steps), or None; raise for anything else."""
     if window_size is None:

@@ -38,7 +38,7 @@ from dataclasses import replace
 import numpy as np
 
 from phasetrain.detect.candidates import finest_window
-from phasetrain.detect.prepare import Curve
+from phasetrain.detect.prepare import Curve, step_type
 from phasetrain.detect.robust import noise_floor, noise_variance
 from phasetrain.detect.transition import Transition
 
@@ -198,7 +198,7 @@ def regime_transition(curve: Curve, first: int, last: int, ongoing: bool, before
     it (inside it when there are none), level_after the median inside it (both in the
     curve's units); magnitude (on the analysis scale) and score as given."""
     t, y = curve.t, curve.y
-    as_step = int if bool(np.all(t == np.round(t))) else float
+    as_step = step_type(t)
     inside = y[first : last + 1]
     preceding = y[max(0, first - before) : first]
     level_before = curve.to_values(float(np.median(preceding if preceding.size else inside)))
@@ -284,7 +284,7 @@ def recurring_changes(curve: Curve, smooth: np.ndarray, rest: np.ndarray, var: n
         gaps = np.diff([tr.step for tr in run])
         start = t[0] if within_band_before(run, t, smooth, scale) else run[0].start_step
         ongoing = bool(t[-1] - run[-1].step <= float(np.max(gaps)))
-        as_step = int if bool(np.all(t == np.round(t))) else float
+        as_step = step_type(t)
         inside = (t >= run[0].end_step) & (t <= run[-1].start_step)  # between the first and last change
         out.append(Transition(
             step=as_step(start),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from phasetrain.detect.candidates import MIN_SIDE_POINTS, finest_window
-from phasetrain.detect.prepare import Curve
+from phasetrain.detect.prepare import Curve, step_type
 from phasetrain.detect.scan import geometry, window_sums
 from phasetrain.detect.transition import Transition
 
@@ -139,8 +139,7 @@ def scale_kinks(
     idx = np.flatnonzero(ok)
     if idx.size == 0:
         return []
-    integer_steps = bool(np.all(t == np.round(t)))
-    as_step = int if integer_steps else float
+    as_step = step_type(t)
     found = []
     run_starts = np.flatnonzero(np.diff(idx, prepend=-2) > 1)
     for start, stop in zip(run_starts, np.append(run_starts[1:], idx.size)):
