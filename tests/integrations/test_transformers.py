@@ -17,6 +17,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from phasetrain import load_metrics  # noqa: E402
 from phasetrain.integrations.transformers import PhaseTransitionTrainerCallback  # noqa: E402
+from phasetrain.run.ownership import RunFolderInUse  # noqa: E402
 from phasetrain.run.summary import training_summary  # noqa: E402
 
 from .helpers import TinyClassifier, classification_data, top_hessian_eigenvalue  # noqa: E402
@@ -160,6 +161,18 @@ def test_resume_from_an_hf_checkpoint_keeps_the_records_before_it(tmp_path):
     np.testing.assert_array_equal(history.steps("train_loss"), [2, 4, 6, 8, 10, 12])
     np.testing.assert_array_equal(history.steps("val_loss"), [6, 12])
     np.testing.assert_allclose(history.values("train_loss"), first.history.values("train_loss"), rtol=1e-5)
+
+
+def test_a_new_run_in_a_used_folder_is_refused_with_the_callbacks_ways_out_and_overwrite_clears_it(tmp_path):
+    log_dir = tmp_path / "run"
+    train(tmp_path / "hf", PhaseTransitionTrainerCallback(log_dir))
+    with pytest.raises(RunFolderInUse, match=r"resume_from_checkpoint=.*overwrite=True \(to the trainer or the call"):
+        train(tmp_path / "hf", PhaseTransitionTrainerCallback(log_dir))
+    second = PhaseTransitionTrainerCallback(log_dir, overwrite=True)
+    train(tmp_path / "hf", second, num_train_epochs=1)
+    history, meta = load_metrics(log_dir)
+    assert meta["run_id"] == second.recorder.run_id
+    np.testing.assert_array_equal(history.steps("train_loss"), [2, 4, 6])  # only the new run's records
 
 
 @pytest.mark.parametrize(

@@ -185,3 +185,19 @@ def test_a_hand_written_loop_releases_its_folder_at_finish_or_when_its_trainer_i
     replaced = hand_written_run(tmp_path, steps=2, overwrite=True)
     replaced.finish()
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["train_loss"]["steps"] == [2]
+
+
+def test_a_new_run_failing_before_its_first_update_hands_the_folder_back(tmp_path, loaders):
+    (tmp_path / "notes.txt").write_text("mine")
+    inputs, targets = make_classification().tensors
+    malformed = [(inputs[:16], targets[:16], targets[:16])]  # a 3-tuple: refused at the first batch
+    with pytest.raises(TypeError, match="pair"):
+        make_trainer(tmp_path).train(malformed, num_epochs=1)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]  # run.json, metrics files: gone
+    results = make_trainer(tmp_path).train(loaders[0], num_epochs=1)  # the corrected run, same folder
+    assert results["total_training_steps"] == len(loaders[0])
+    failing_resume = make_trainer(tmp_path)  # fails before its first update too, with step 0 in its state
+    with pytest.raises(ResumeMismatch):  # a resume keeps the run it continues, whatever happens
+        failing_resume.train(malformed, num_epochs=2, resume_from="latest")
+    assert failing_resume.state.step == 0
+    assert {"run.json", "metrics.json", "notes.txt"} <= {path.name for path in tmp_path.iterdir()}

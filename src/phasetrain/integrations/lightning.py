@@ -92,6 +92,7 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
         hessian_batches: Sequence[tuple[Any, Any]] | None = None,
         loggers: Sequence[Any] | None = ("jsonl",),
         keep_last_checkpoints: int | None = None,
+        overwrite: bool = False,
         watch_metrics: Sequence[str] = KEY_METRICS,
         watch_window: int | None = None,
         watch_detector: Callable[..., Any] | None = None,
@@ -113,7 +114,8 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
                                           hessian_method=hessian_method, hessian_freq=hessian_freq,
                                           hessian_k=hessian_k, hessian_budget=hessian_budget,
                                           hessian_batches=hessian_batches, monitors=tuple(monitors), loggers=loggers,
-                                          keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
+                                          keep_last_checkpoints=keep_last_checkpoints, overwrite=overwrite,
+                                          watch_metrics=watch_metrics,
                                           watch_window=watch_window, watch_detector=watch_detector,
                                           watch_budget=watch_budget)
         self.loss_fn, self.accuracy_fn, self.acc_key = loss_fn, accuracy_fn, acc_key

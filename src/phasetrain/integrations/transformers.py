@@ -133,6 +133,7 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
         hessian_batches: Sequence[Mapping[str, torch.Tensor]] | None = None,
         loggers: Sequence[Any] | None = ("jsonl",),
         keep_last_checkpoints: int | None = None,
+        overwrite: bool = False,
         watch_metrics: Sequence[str] = KEY_METRICS,
         watch_window: int | None = None,
         watch_detector: Callable[..., Any] | None = None,
@@ -148,7 +149,8 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
                                           hessian_method=hessian_method, hessian_freq=hessian_freq,
                                           hessian_k=hessian_k, hessian_budget=hessian_budget, hessian_batches=pairs,
                                           monitors=tuple(monitors), loggers=loggers,
-                                          keep_last_checkpoints=keep_last_checkpoints, watch_metrics=watch_metrics,
+                                          keep_last_checkpoints=keep_last_checkpoints, overwrite=overwrite,
+                                          watch_metrics=watch_metrics,
                                           watch_window=watch_window, watch_detector=watch_detector,
                                           watch_budget=watch_budget)
         self._keys = keys

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from phasetrain.run.files import check_log_dir, prepare_log_dir, remove_stale_temp_files
 from phasetrain.run.lock import RunLock
-from phasetrain.run.ownership import check_folder_free, claim_folder, folder_run_id, new_run_id
+from phasetrain.run.ownership import check_folder_free, claim_folder, clear_run_files, folder_run_id, new_run_id
 
 
 @dataclass
@@ -27,6 +27,7 @@ class RunFolder:
         lock: the held `RunLock`.
         removed_temp_files: temp files of killed writes removed at opening.
         cleared: the old run's files removed because of `overwrite=True`.
+        new_run: True when a new run claimed the folder (free, or cleared), False for a resume.
     """
 
     path: Path
@@ -34,11 +35,18 @@ class RunFolder:
     lock: RunLock
     removed_temp_files: list[Path] = field(default_factory=list)
     cleared: list[Path] = field(default_factory=list)
+    new_run: bool = False
 
     def adopt(self, run_id: str) -> None:
         """Make `run_id` the folder's owner (resume of a folder without one) and write run.json."""
         claim_folder(self.path, run_id)
         self.run_id = run_id
+
+    def release_unused(self) -> list[Path]:
+        """A new run that ends before its first update hands the folder back as it found it: its
+        files (run.json, metrics files, streams) are removed, so running again is not refused as
+        another run's folder. Returns what was removed (nothing for a resume)."""
+        return clear_run_files(self.path) if self.new_run else []
 
     def close(self) -> None:
         """Release the folder's lock (idempotent)."""
@@ -73,7 +81,7 @@ def open_run_folder(log_dir: str | os.PathLike, *, resuming: bool, overwrite: bo
         cleared = check_folder_free(path, overwrite)
         run_id = new_run_id()
         claim_folder(path, run_id)
-        return RunFolder(path, run_id, lock, removed, cleared)
+        return RunFolder(path, run_id, lock, removed, cleared, new_run=True)
     except BaseException:
         lock.release()
         raise

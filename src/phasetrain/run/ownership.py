@@ -111,8 +111,10 @@ def check_folder_free(folder: str | os.PathLike, overwrite: bool = False) -> lis
     names = ", ".join(path.name for path in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
     raise RunFolderInUse(
         f"log_dir {str(folder)!r} already holds the files of run {owner or '(id unknown)'}: {names}. "
-        f"Use a new log_dir, pass resume_from='latest' to continue that run, or pass overwrite=True "
-        f"to delete all of its files (other files in the folder are kept) and start afresh"
+        f"Use a new log_dir; continue that run (the trainer: resume_from='latest'; the Lightning callback: "
+        f"trainer.fit(..., ckpt_path=...); the Hugging Face callback: trainer.train(resume_from_checkpoint=...)); "
+        f"or pass overwrite=True (to the trainer or the callback) to delete all of its files (other files in "
+        f"the folder are kept) and start afresh"
     )
 
 

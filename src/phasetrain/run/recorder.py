@@ -147,7 +147,9 @@ class RunRecorder:
         """The run ends: normally, by a stop signal (`interrupted`: stop_reason "interrupted"), or
         by `error` (its type and message become the stop reason unless one is set). Writes
         metrics.json (if the run got as far as `start()`: a resume refused before it leaves the
-        folder's files as they were), closes the streams and releases the folder."""
+        folder's files as they were), closes the streams and releases the folder. A new run that
+        fails before its first update (a malformed first batch, say) removes the files it
+        created instead, so the corrected run may start in the same folder."""
         if interrupted:
             self.state.stop_reason = "interrupted"
         elif error is None:
@@ -158,7 +160,11 @@ class RunRecorder:
             if error is None:
                 self.feed_held_records()  # records held back by the watch budget
             self.write_pending_best(force=True)
-            path = self.save_metrics() if self.started else self.log_dir / "metrics.json"
+            path = self.log_dir / "metrics.json"
+            if error is not None and self.state.step == 0 and self.folder is not None:
+                self.folder.release_unused()  # a new run failed before its first update: nothing to keep
+            elif self.started:
+                path = self.save_metrics()
         finally:
             self.started = False
             streams, self.streams = self.streams, []
