@@ -12,7 +12,7 @@ from torch import nn, optim
 
 from phasetrain import Callback, PhaseTransitionTrainer
 from phasetrain.cli import main as cli
-from phasetrain.run.checkpoints import load_checkpoint_file
+from phasetrain.run.checkpoints import load_checkpoint_file, save_checkpoint
 from phasetrain.run.lock import RunFolderLocked, RunLock
 from phasetrain.run.ownership import RunFolderInUse
 from phasetrain.run.resume_checks import ResumeMismatch
@@ -201,3 +201,20 @@ def test_a_new_run_failing_before_its_first_update_hands_the_folder_back(tmp_pat
         failing_resume.train(malformed, num_epochs=2, resume_from="latest")
     assert failing_resume.state.step == 0
     assert {"run.json", "metrics.json", "notes.txt"} <= {path.name for path in tmp_path.iterdir()}
+
+
+def test_a_compiled_models_checkpoints_hold_the_plain_modules_keys_and_resume_either_way(tmp_path, loaders):
+    torch.manual_seed(0)
+    compiled = torch.compile(make_mlp(), backend="eager")  # the wrapper's own keys carry "_orig_mod."
+    trainer = PhaseTransitionTrainer(compiled, optim.SGD(compiled.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                                     device="cpu", log_dir=tmp_path, checkpoint_freq=3, progress_bar=False)
+    trainer.train(loaders[0], num_epochs=1)
+    checkpoint = load_checkpoint_file(tmp_path / "checkpoint_step_3.pt")
+    assert set(checkpoint["model"]) == set(make_mlp().state_dict())
+    plain = make_trainer(tmp_path, checkpoint_freq=3)  # the same architecture, not compiled
+    results = plain.train(loaders[0], num_epochs=2, resume_from="latest")
+    assert results["total_training_steps"] == 2 * len(loaders[0])
+    # a checkpoint an earlier version wrote from a compiled model reads with the plain keys too
+    prefixed = {**checkpoint, "model": {f"_orig_mod.{key}": value for key, value in checkpoint["model"].items()}}
+    save_checkpoint(tmp_path / "old.pt", prefixed)
+    assert set(load_checkpoint_file(tmp_path / "old.pt")["model"]) == set(checkpoint["model"])

@@ -33,6 +33,10 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
+# the prefix torch.compile's wrapper puts before the wrapped module's state_dict keys
+COMPILED_PREFIX = "_orig_mod."
+
+
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", **load_options: Any) -> dict[str, Any]:
     """Read and check a phasetrain checkpoint with `torch.load(weights_only=True)`.
 
@@ -74,6 +78,10 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", **l
             f"{str(path)!r} has checkpoint version {checkpoint.get('version')!r}; "
             f"this phasetrain reads {CHECKPOINT_VERSION}"
         )
+    model = checkpoint.get("model")
+    if isinstance(model, dict) and model and all(key.startswith(COMPILED_PREFIX) for key in model):
+        # written by an earlier phasetrain from a compiled model: the plain module's keys
+        checkpoint["model"] = {key[len(COMPILED_PREFIX):]: value for key, value in model.items()}
     return checkpoint
 
 

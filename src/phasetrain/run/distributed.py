@@ -42,8 +42,16 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The user's module inside a DistributedDataParallel wrapper (or `model` itself)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    """The user's module inside DistributedDataParallel and `torch.compile` wrappers, in any order
+    (or `model` itself): the module whose `state_dict` checkpoints hold, with the keys the plain
+    model has (a compiled model's own keys carry an `_orig_mod.` prefix)."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
