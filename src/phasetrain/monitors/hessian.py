@@ -2,7 +2,7 @@
 
 What it measures, and on what:
 - the loss Hessian on a FIXED curvature batch, so the series is comparable across steps: by
-  default the first training batch the monitor sees (cloned), or the `batches` given (averaged,
+  default the batch of the first update the monitor measures at (cloned), or the `batches` given (averaged,
   weighted by batch size). A batch is `(inputs, targets)`: inputs a tensor, a tuple/list of
   tensors or a dict of keyword arguments, targets a tensor or None (a model that computes its own
   loss); see `phasetrain.curvature.batch_loss`;
