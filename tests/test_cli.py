@@ -314,3 +314,8 @@ def test_report_draws_an_edge_of_stability_oscillation_as_one_regime_when_asked(
     kinds = [t["kind"] for t in transitions_by_metric(history, ("hessian_eig_1",),
                                                       kinds=("level", "slope", "regime"))["hessian_eig_1"]]
     assert kinds.count("regime") == 1 and "level" not in kinds
+
+
+def test_python_dash_m_phasetrain_is_the_command():
+    ran = subprocess.run([sys.executable, "-m", "phasetrain", "--help"], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout.startswith("usage: phasetrain")

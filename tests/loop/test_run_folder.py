@@ -218,3 +218,8 @@ def test_a_compiled_models_checkpoints_hold_the_plain_modules_keys_and_resume_ei
     prefixed = {**checkpoint, "model": {f"_orig_mod.{key}": value for key, value in checkpoint["model"].items()}}
     save_checkpoint(tmp_path / "old.pt", prefixed)
     assert set(load_checkpoint_file(tmp_path / "old.pt")["model"]) == set(checkpoint["model"])
+
+
+def test_a_misspelt_latest_is_answered_with_a_suggestion(tmp_path, loaders):
+    with pytest.raises(ValueError, match=r"resume_from='lastest' is not a file; did you mean 'latest'"):
+        make_trainer(tmp_path).train(loaders[0], num_epochs=1, resume_from="lastest")

@@ -13,6 +13,7 @@ meta), exactly as it does for the Lightning and Hugging Face callbacks. Conventi
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import sys
 import warnings
@@ -559,6 +560,9 @@ class PhaseTransitionTrainer(RunViews):
             path, checkpoint = self.recorder.latest_checkpoint(map_location=self.device)
         else:
             path = Path(resume_from)
+            if not path.exists() and difflib.get_close_matches(str(resume_from), ["latest"], cutoff=0.6):
+                raise ValueError(f"resume_from={str(resume_from)!r} is not a file; did you mean 'latest' (this "
+                                 f"run's newest checkpoint in log_dir)?")
             checkpoint = load_checkpoint_file(path, map_location=self.device)
         validate_checkpoint(checkpoint, path)
         live = hyperparameters(self.optimizer)

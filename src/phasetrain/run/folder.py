@@ -13,7 +13,14 @@ from pathlib import Path
 
 from phasetrain.run.files import check_log_dir, prepare_log_dir, remove_stale_temp_files
 from phasetrain.run.lock import RunLock
-from phasetrain.run.ownership import check_folder_free, claim_folder, clear_run_files, folder_run_id, new_run_id
+from phasetrain.run.ownership import (
+    check_folder_free,
+    claim_folder,
+    clear_run_files,
+    folder_run_id,
+    new_run_id,
+    run_files,
+)
 
 
 @dataclass
@@ -45,8 +52,11 @@ class RunFolder:
     def release_unused(self) -> list[Path]:
         """A new run that ends before its first update hands the folder back as it found it: its
         files (run.json, metrics files, streams) are removed, so running again is not refused as
-        another run's folder. Returns what was removed (nothing for a resume)."""
-        return clear_run_files(self.path) if self.new_run else []
+        another run's folder. Returns what was removed: nothing for a resume, or once the run
+        has written a checkpoint (`on_nonfinite="raise"` at the first update saves one)."""
+        if not self.new_run or any(path.suffix == ".pt" for path in run_files(self.path)):
+            return []
+        return clear_run_files(self.path)
 
     def close(self) -> None:
         """Release the folder's lock (idempotent)."""

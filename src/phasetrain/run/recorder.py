@@ -148,8 +148,11 @@ class RunRecorder:
         by `error` (its type and message become the stop reason unless one is set). Writes
         metrics.json (if the run got as far as `start()`: a resume refused before it leaves the
         folder's files as they were), closes the streams and releases the folder. A new run that
-        fails before its first update (a malformed first batch, say) removes the files it
+        fails before its first update with nothing recorded and no checkpoint written (a malformed
+        first batch, say; not `on_nonfinite="raise"`, which saved its state) removes the files it
         created instead, so the corrected run may start in the same folder."""
+        unused = (error is not None and not interrupted and self.state.step == 0 and self.state.stop_reason is None
+                  and len(self.history) == 0)
         if interrupted:
             self.state.stop_reason = "interrupted"
         elif error is None:
@@ -161,9 +164,9 @@ class RunRecorder:
                 self.feed_held_records()  # records held back by the watch budget
             self.write_pending_best(force=True)
             path = self.log_dir / "metrics.json"
-            if error is not None and self.state.step == 0 and self.folder is not None:
-                self.folder.release_unused()  # a new run failed before its first update: nothing to keep
-            elif self.started:
+            # nothing to keep: a new run hands the folder back (a resume, or a saved state, keeps it)
+            handed_back = unused and self.folder is not None and bool(self.folder.release_unused())
+            if self.started and not handed_back:
                 path = self.save_metrics()
         finally:
             self.started = False
