@@ -2,6 +2,7 @@
 and against exact references recorded by the LightningModule itself."""
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -245,21 +246,36 @@ def test_bad_arguments_are_refused_naming_the_argument(tmp_path, kwargs, error, 
         PhaseTransitionCallback(tmp_path, **kwargs)
 
 
-def test_phasetrains_own_metrics_reach_lightnings_loggers(tmp_path):
+def csv_columns(path) -> dict[str, dict[int, float]]:
+    """Each column of a CSVLogger metrics.csv as {step: value}, from the rows that have a value in it."""
+    columns: dict[str, dict[int, float]] = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            for name, value in row.items():
+                if name != "step" and value:
+                    columns.setdefault(name, {})[int(row["step"])] = float(value)
+    return columns
+
+
+def test_phasetrains_own_metrics_reach_lightnings_loggers_at_lightnings_step_of_the_same_update(tmp_path):
+    """Lightning logs the metrics of update s, and of a validation right after it, at step s - 1 (its
+    global_step during the update); phasetrain's figures of update s go to the same step, so the rows
+    join by step, while phasetrain's own history keeps step s."""
     logger = pl.loggers.CSVLogger(tmp_path / "csv", name="", version=0)
     module, callback = Classifier(), make_callback(tmp_path / "run")
     train, val = loaders()
     trainer = pl.Trainer(max_epochs=2, callbacks=[callback], enable_progress_bar=False, logger=logger,
-                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
+                         log_every_n_steps=LOG_FREQ, enable_checkpointing=False, enable_model_summary=False,
+                         accelerator="cpu")
     trainer.fit(module, train, val)
-    rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    assert {"weight_norm", "grad_norm", "hessian_eig_1"} <= set(header)
-    column = header.index("hessian_eig_1")
-    logged = {int(r.split(",")[header.index("step")]): float(r.split(",")[column])
-              for r in rows[1:] if r.split(",")[column]}
+    logged = csv_columns(tmp_path / "csv" / "version_0" / "metrics.csv")
+    assert logged["train_acc"] == pytest.approx({s - 1: module.accs[s - 1] for s in (3, 6, 9, 12)})
+    assert sorted(logged["val_acc"]) == [5, 11]  # the validations after updates 6 and 12
     history = callback.history
-    assert logged == dict(zip(history.steps("hessian_eig_1").tolist(), history.values("hessian_eig_1").tolist()))
+    for name in ("grad_norm", "weight_norm", "hessian_eig_1"):
+        np.testing.assert_array_equal(history.steps(name), [3, 6, 9, 12], err_msg=name)
+        assert logged[name] == pytest.approx({s - 1: value for s, value in zip(history.steps(name).tolist(),
+                                                                              history.values(name).tolist())}), name
 
 
 def test_the_old_one_argument_hook_still_works_with_a_deprecation_warning(tmp_path):

@@ -136,6 +136,27 @@ def test_lightning_csv_logger_version_folder_with_its_hyper_parameters(tmp_path)
     assert_jump_found(history, "val_acc")
 
 
+def test_lightning_version_folder_without_hparams_yaml_reads_as_lightning_without_a_config(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path, name="")  # no log_hyperparams: a module that never calls save_hyperparameters()
+    for step, value in zip(STEPS, VALUES):
+        logger.log_metrics({"val_acc": value, "epoch": step // 50}, step=step)
+    logger.finalize("success")
+    folder = tmp_path / "version_0"
+    assert not (folder / "hparams.yaml").exists()
+    assert detect_format(folder) == detect_format(folder / "metrics.csv") == "lightning"
+    for path, format in ((folder, "lightning"), (folder, "auto"), (folder / "metrics.csv", "lightning")):
+        history, meta = load_run(path, format=format)
+        assert meta["format"] == "lightning" and "config" not in meta
+        assert history.steps("val_acc").tolist() == STEPS
+    assert_jump_found(history, "val_acc")
+    elsewhere = tmp_path / "export" / "metrics.csv"  # the same file outside a CSVLogger folder is a plain CSV
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes((folder / "metrics.csv").read_bytes())
+    assert detect_format(elsewhere.parent) == detect_format(elsewhere) == "csv"
+
+
 def test_a_real_lightning_training_run_is_read_with_its_logged_names(tmp_path):
     import lightning.pytorch as pl
     import torch

@@ -13,7 +13,10 @@ Where each number comes from (Lightning 2.x hook order, checked in its source an
 - `val_loss`, `val_acc`: the module's logged `trainer.callback_metrics["val_loss"]` / `["val_acc"]`,
   read in `on_validation_end` (after the module's own `on_validation_epoch_end`, where metrics are
   often logged), recorded at the global step where validation ran; sanity checks are skipped;
-- step s is Lightning's `trainer.global_step` after the s-th optimizer step (1-based).
+- step s is Lightning's `trainer.global_step` after the s-th optimizer step (1-based), in phasetrain's
+  run folder; Lightning's loggers get the same update's figures at s - 1, the step Lightning itself
+  logs that update's metrics at (its `global_step` while the update runs, validation after it included),
+  so their rows join Lightning's own by step.
 Per-step figures stay on the device; they are read to the host once per `log_freq` steps.
 """
 from __future__ import annotations
@@ -42,17 +45,24 @@ FRAMEWORK_METRICS = frozenset({"train_loss", "train_acc", "val_loss", "val_acc",
 
 class LightningLoggers:
     """A recorder stream that forwards phasetrain's own measurements to every logger of a
-    Lightning `Trainer` (TensorBoard, CSV, W&B, MLflow, ...) at the same steps."""
+    Lightning `Trainer` (TensorBoard, CSV, W&B, MLflow, ...) at Lightning's step for the same update.
+
+    phasetrain's step s (the s-th optimizer update) is logged at s - 1: Lightning logs the metrics of
+    an update, and of a validation run right after it, at its `global_step` as it was during the
+    update (0-based)."""
 
     def __init__(self, trainer: "pl.Trainer") -> None:
         self.trainer = trainer
+        self.step = 0  # phasetrain's step of the latest record, which any transition it confirms belongs to
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Send the metrics Lightning does not already have to each of its loggers."""
+        """Send the metrics of phasetrain's `step` that Lightning does not already have to each of
+        its loggers, at Lightning's step for that update."""
+        self.step = step
         forwarded = {name: value for name, value in metrics.items() if name not in FRAMEWORK_METRICS}
         if forwarded:
             for logger in self.trainer.loggers:
-                logger.log_metrics(forwarded, step=step)
+                logger.log_metrics(forwarded, step=step - 1)
 
     def flush(self) -> None:
         """Lightning's loggers flush on their own schedule."""
@@ -201,9 +211,10 @@ class PhaseTransitionCallback(RunViews, pl.Callback):
 
     # ------------------------------------------------------------------ helpers
     def _log_transition(self, transition: Any) -> None:
-        """Send a confirmed transition to Lightning's loggers: `transition_step/<metric>`."""
+        """Send a confirmed transition to Lightning's loggers: `transition_step/<metric>` (phasetrain's
+        step of the transition), logged with the record that confirmed it."""
         if self._loggers is not None:
-            self._loggers.log(self.recorder.state.step, {f"transition_step/{transition.metric}": transition.step})
+            self._loggers.log(self._loggers.step, {f"transition_step/{transition.metric}": transition.step})
 
     def _correct(self, trainer: "pl.Trainer", outputs: Any, batch: Any, size: int) -> torch.Tensor | None:
         """Correct predictions in the batch (0-d tensor, samples), or None when no accuracy is known."""

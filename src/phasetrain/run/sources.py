@@ -8,6 +8,10 @@ the logging library's `global_step` for TensorBoard, Lightning and Hugging Face)
 usable step and non-numeric cells are skipped and counted in `meta["skipped"]`; when a step is
 logged more than once, the last value wins (a resumed run that logged the same steps again).
 
+A Lightning CSVLogger version folder is recognised by its `hparams.yaml` or, as Lightning writes that
+file only for a module that calls `save_hyperparameters()`, by the name CSVLogger gives the folder,
+`version_<n>`: such a folder is read as Lightning, not as a plain CSV, with or without hyper-parameters.
+
 `meta` holds `"format"` (a key of `FORMATS`), `"source"` (the file or folder read), `"config"`
 (hyper-parameters where the format stores them, else absent) and `"skipped"` (counts of rows
 without a step and of non-numeric values); Hugging Face runs add `"state_file"` (the
@@ -31,7 +35,7 @@ from phasetrain.run.history import METRICS_FORMAT, MetricHistory, load_metrics
 FORMATS = {
     "phasetrain": "a phasetrain run folder or its metrics.json",
     "tensorboard": "a TensorBoard log folder or event file (events.out.tfevents.*, scalars of any tag)",
-    "lightning": "a Lightning CSVLogger version folder (metrics.csv + hparams.yaml)",
+    "lightning": "a Lightning CSVLogger version folder (metrics.csv, with hparams.yaml or in a version_<n> folder)",
     "huggingface": "a Hugging Face Trainer output folder or trainer_state.json (its log_history)",
     "csv": "a CSV file, long (step,metric,value) or wide (step,<metric>,...)",
     "jsonl": "a JSON-lines file, one object per line with a step",
@@ -44,6 +48,7 @@ STEP_KEYS = ("step", "global_step", "_step")
 LONG_CSV_HEADER = ("step", "metric", "value")
 
 _EVENT_FILE = re.compile(r"events\.out\.tfevents\.")
+_LIGHTNING_VERSION = re.compile(r"version_\d+")  # the folder CSVLogger writes a run into
 _TENSORBOARD_SEARCH_DEPTH = 3  # sub-folder levels searched for event files (runs/exp/version_0/...)
 
 
@@ -73,12 +78,13 @@ def detect_format(path: str | os.PathLike) -> str:
     """The name (a key of `FORMATS`) of the run format at `path`.
 
     Folders are tried in this order: a phasetrain `metrics.json`; Lightning (`metrics.csv` beside
-    `hparams.yaml`); Hugging Face (`trainer_state.json`, here or in a `checkpoint-*` sub-folder);
-    TensorBoard event files (here or up to 3 sub-folder levels down); `metrics.jsonl`;
-    `metrics.csv`; any other `metrics.json` (phasetrain's loader then says what is wrong with it).
-    Files go by name and contents: `*.jsonl`, `*.csv`, `*tfevents*`, a JSON file with the
-    phasetrain format marker or a `log_history` list. Raises ValueError naming the path and
-    listing the formats accepted when none fits.
+    `hparams.yaml` or in a folder named `version_<n>`); Hugging Face (`trainer_state.json`, here or
+    in a `checkpoint-*` sub-folder); TensorBoard event files (here or up to 3 sub-folder levels
+    down); `metrics.jsonl`; `metrics.csv`; any other `metrics.json` (phasetrain's loader then says
+    what is wrong with it). Files go by name and contents: `*.jsonl`, `*.csv` (Lightning when its
+    folder is one, as above), `*tfevents*`, a JSON file with the phasetrain format marker or a
+    `log_history` list. Raises ValueError naming the path and listing the formats accepted when
+    none fits.
     """
     path = Path(path)
     if path.is_dir():
@@ -96,7 +102,7 @@ def detect_format(path: str | os.PathLike) -> str:
 def _folder_format(folder: Path) -> str | None:
     if _is_phasetrain_json(folder / "metrics.json"):
         return "phasetrain"
-    if (folder / "metrics.csv").is_file() and (folder / "hparams.yaml").is_file():
+    if (folder / "metrics.csv").is_file() and _is_lightning_folder(folder):
         return "lightning"
     if _trainer_state(folder) is not None:
         return "huggingface"
@@ -115,7 +121,7 @@ def _file_format(file: Path) -> str | None:
     if name.endswith(".jsonl"):
         return "jsonl"
     if name.endswith(".csv"):
-        return "lightning" if (file.parent / "hparams.yaml").is_file() else "csv"
+        return "lightning" if _is_lightning_folder(file.parent) else "csv"
     if name.endswith(".json"):
         if _is_phasetrain_json(file):
             return "phasetrain"
@@ -125,6 +131,12 @@ def _file_format(file: Path) -> str | None:
         if name == "metrics.json":
             return "phasetrain"
     return None
+
+
+def _is_lightning_folder(folder: Path) -> bool:
+    """Whether `folder` is where a Lightning CSVLogger writes: it holds `hparams.yaml`, or it is named
+    as CSVLogger names its version folders (`version_<n>`)."""
+    return (folder / "hparams.yaml").is_file() or _LIGHTNING_VERSION.fullmatch(folder.name) is not None
 
 
 def _is_phasetrain_json(file: Path) -> bool:
@@ -276,10 +288,13 @@ def _read_csv(path: Path) -> tuple[MetricHistory, dict[str, Any]]:
 
 
 def _read_lightning(path: Path) -> tuple[MetricHistory, dict[str, Any]]:
+    """metrics.csv of a CSVLogger version folder (or the CSV file given), with `hparams.yaml` as the
+    config when the folder has one (Lightning writes it only for `save_hyperparameters()`)."""
     folder = path if path.is_dir() else path.parent
     columns = _Columns()
     _read_csv_file(folder / "metrics.csv" if path.is_dir() else path, columns)
-    return columns.result(config=_read_hparams_yaml(folder / "hparams.yaml"))
+    hparams = folder / "hparams.yaml"
+    return columns.result(**({"config": _read_hparams_yaml(hparams)} if hparams.is_file() else {}))
 
 
 def _read_hparams_yaml(file: Path) -> dict[str, Any]:
