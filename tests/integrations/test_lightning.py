@@ -16,6 +16,7 @@ pl = pytest.importorskip("lightning.pytorch")
 
 from phasetrain import PhaseTransitionTrainer, load_metrics  # noqa: E402
 from phasetrain.integrations.lightning import PhaseTransitionCallback  # noqa: E402
+from phasetrain.run.ownership import RunFolderInUse  # noqa: E402
 from phasetrain.run.summary import training_summary  # noqa: E402
 
 from .helpers import classification_data, reference_grad_norm, top_hessian_eigenvalue  # noqa: E402
@@ -203,6 +204,17 @@ def test_an_exception_leaves_a_complete_metrics_json_saying_why(tmp_path):
     history, meta = load_metrics(tmp_path)
     np.testing.assert_array_equal(history.steps("train_loss"), [3])
     assert meta["finished"] is False and meta["stop_reason"] == "RuntimeError: boom"
+
+
+def test_a_new_run_in_a_used_folder_is_refused_with_the_ways_out_and_overwrite_clears_it(tmp_path):
+    fit(Classifier(), PhaseTransitionCallback(tmp_path, log_freq=3), max_epochs=1)
+    with pytest.raises(RunFolderInUse, match=r"ckpt_path=.*overwrite=True \(to the trainer or the callback"):
+        fit(Classifier(), PhaseTransitionCallback(tmp_path, log_freq=3), max_epochs=1)
+    second = PhaseTransitionCallback(tmp_path, log_freq=2, overwrite=True)
+    fit(Classifier(), second, max_epochs=1)
+    history, meta = load_metrics(tmp_path)
+    assert meta["run_id"] == second.recorder.run_id
+    np.testing.assert_array_equal(history.steps("train_loss"), [2, 4, 6])  # only the new run's records
 
 
 def test_lightning_early_stopping_is_reported_in_the_summary(tmp_path):
