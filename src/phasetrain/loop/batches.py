@@ -1,7 +1,7 @@
 """Batches, loaders and devices: the plumbing between a user's data and the model."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -89,13 +89,14 @@ def pair_on_device(batch: Any, device: torch.device) -> tuple[Any, Any]:
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Move tensors (also inside tuples, lists and dicts) to `device`, without blocking where possible.
-    Tensors already there are returned as they are (no dispatch)."""
+    """Move tensors (also inside tuples, lists and mappings) to `device`, without blocking where
+    possible. Tensors already there are returned as they are (no dispatch). A mapping comes back as
+    a dict (a Hugging Face `BatchEncoding`, a `UserDict`, too: the model is called with `**` on it)."""
     if isinstance(batch, torch.Tensor):
         return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, (tuple, list)):
         return type(batch)(move_to_device(item, device) for item in batch)
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return {key: move_to_device(value, device) for key, value in batch.items()}
     return batch
 
