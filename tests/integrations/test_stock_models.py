@@ -15,7 +15,7 @@ pl = pytest.importorskip("lightning.pytorch")
 
 from transformers import PrinterCallback, Trainer, TrainingArguments  # noqa: E402
 
-from phasetrain import PhaseTransitionTrainer  # noqa: E402
+from phasetrain import PhaseTransitionTrainer, accuracy  # noqa: E402
 from phasetrain.integrations.lightning import PhaseTransitionCallback  # noqa: E402
 from phasetrain.integrations.transformers import PhaseTransitionTrainerCallback  # noqa: E402
 
@@ -111,3 +111,73 @@ def test_bert_in_the_hugging_face_trainer(tmp_path, method):
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     assert_curvature_recorded(callback.history, method, [2, 4])
+
+
+def tiny_bert_classifier():
+    config = transformers.BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                                     vocab_size=100, num_labels=3)
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config)
+
+
+def labelled_encodings(sizes, seed):
+    """BatchEncodings (what a Hugging Face tokenizer or padding collator returns) with "labels"."""
+    generator = torch.Generator().manual_seed(seed)
+    encodings = []
+    for size in sizes:
+        ids = torch.randint(0, 100, (size, 6), generator=generator)
+        encodings.append(transformers.BatchEncoding({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                                     "labels": torch.randint(0, 3, (size,), generator=generator)}))
+    return encodings
+
+
+@pytest.mark.parametrize("style", ["labels as targets", "the model's own loss"])
+def test_bert_classifier_records_accuracy_from_its_logits(tmp_path, style):
+    """A ModelOutput holding (N, C) logits gets train_acc and val_acc, as a tensor of scores would:
+    equal to the arg-max accuracy of the logits the model produced, computed here from the logits
+    the loss function was given (training: batch by batch; validation: sample-weighted)."""
+    model = tiny_bert_classifier()
+    seen: dict[str, list] = {"train": [], "val": []}
+
+    if style == "labels as targets":  # the labels left out of the inputs, the loss computed from the logits
+        def pair(encoding):
+            return {k: v for k, v in encoding.items() if k != "labels"}, encoding["labels"]
+
+        def loss_fn(outputs, labels):
+            seen["train" if torch.is_grad_enabled() else "val"].append((outputs.logits.detach(), labels))
+            return F.cross_entropy(outputs.logits, labels)
+    else:  # the collator's batch as it is, and the labels as targets too (the README's recipe)
+        def pair(encoding):
+            return encoding, encoding["labels"]
+
+        def loss_fn(outputs, labels):
+            seen["train" if torch.is_grad_enabled() else "val"].append((outputs.logits.detach(), labels))
+            return outputs.loss
+
+    train = [pair(e) for e in labelled_encodings([5, 5, 5, 5], seed=0)]
+    val = [pair(e) for e in labelled_encodings([5, 3], seed=1)]
+    trainer = PhaseTransitionTrainer(model, torch.optim.SGD(model.parameters(), lr=0.5), loss_fn, device="cpu",
+                                     log_dir=tmp_path, log_freq=1, checkpoint_freq=None, progress_bar=False)
+    trainer.train(train, val, num_epochs=3)
+
+    def correct(logits, labels):
+        return (logits.argmax(dim=-1) == labels).sum().item()
+
+    expected_train = [correct(*step) / len(step[1]) for step in seen["train"]]
+    assert trainer.history.values("train_acc").tolist() == pytest.approx(expected_train)
+    assert len(set(expected_train)) > 1  # accuracies that differ: a constant could not pass
+    per_epoch = [seen["val"][i:i + 2] for i in range(0, len(seen["val"]), 2)]
+    expected_val = [sum(correct(*batch) for batch in epoch) / 8 for epoch in per_epoch]
+    assert len(expected_val) == 3
+    assert trainer.history.values("val_acc").tolist() == pytest.approx(expected_val)
+    assert isinstance(trainer.detect_phase_transitions(), list)  # the default metric, val_acc, is there
+
+
+def test_the_accuracy_helper_reads_a_model_outputs_logits():
+    model = tiny_bert_classifier().eval()
+    encoding = labelled_encodings([7], seed=2)[0]
+    with torch.no_grad():
+        outputs = model(**encoding)
+    labels = encoding["labels"]
+    expected = (outputs.logits.argmax(dim=-1) == labels).double().mean().item()
+    assert accuracy(outputs, labels) == pytest.approx(expected)

@@ -101,11 +101,55 @@ def test_empty_loader_fails_before_any_step(tmp_path):
 def test_wrong_batch_structure_fails_before_any_update(tmp_path):
     trainer = build(tmp_path)
     before = [p.clone() for p in trainer.model.parameters()]
-    with pytest.raises(TypeError, match=r"\(inputs, targets\) pair.*tuple of length 3"):
+    with pytest.raises(TypeError, match=r"\(inputs, targets\) pair.*tuple of length 3 from train_loader"):
         trainer.train([(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(4))], num_epochs=1)
     with pytest.raises(TypeError, match="must be an iterable"):
         trainer.train(42, num_epochs=1)
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_a_malformed_val_loader_is_refused_before_any_step_naming_it(tmp_path):
+    trainer = build(tmp_path, checkpoint_freq=1)
+    before = [p.clone() for p in trainer.model.parameters()]
+    train = [(torch.randn(4, 8), torch.zeros(4, dtype=torch.long))] * 3
+    triples = [(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(4))]
+    with pytest.raises(TypeError, match=r"\(inputs, targets\) pair.*tuple of length 3 from val_loader"):
+        trainer.train(train, triples, num_epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert trainer.state.step == 0
+    assert list((tmp_path / "run").glob("*")) == []  # no checkpoint, no metrics: the run folder untouched
+    trainer.train(train, [(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long))], num_epochs=1)  # then it runs
+    assert trainer.state.step == 3
+
+
+def test_a_dict_batch_is_refused_with_how_to_pass_it(tmp_path):
+    batch = {"input_ids": torch.zeros(4, 8, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long)}
+    good = [(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long))]
+    for train, val, loader in (([batch], None, "train_loader"), (good, [batch], "val_loader")):
+        trainer = build(tmp_path)
+        with pytest.raises(TypeError) as raised:
+            trainer.train(train, val, num_epochs=1)
+        message = str(raised.value)
+        assert f"got a dict from {loader} (keys 'input_ids', 'labels')" in message
+        assert "model(**inputs)" in message
+        assert "yield (batch, batch['labels']) with loss_fn=lambda outputs, _: outputs.loss" in message
+        assert "(batch, None)" in message and "(inputs, labels)" in message
+        assert trainer.state.step == 0
+
+
+def test_the_val_loader_check_leaves_the_run_s_random_numbers_alone(tmp_path):
+    """The check draws the validation loader's first batch (a DataLoader draws a seed from the global
+    RNG to start a pass); the RNG streams are restored, so shuffling and dropout in training are
+    those of a run without the check."""
+    data = TensorDataset(torch.randn(64, 8), torch.randint(0, 3, (64,)))
+    weights = []
+    for val in (None, DataLoader(data, batch_size=16)):
+        torch.manual_seed(5)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 3))
+        trainer = build(tmp_path / str(len(weights)), model=model, checkpoint_freq=None, progress_bar=False)
+        trainer.train(DataLoader(data, batch_size=16, shuffle=True), val, num_epochs=1)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
 
 
 @pytest.mark.parametrize("num_epochs, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError)])

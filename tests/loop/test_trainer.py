@@ -206,6 +206,58 @@ def test_accuracy_fn_is_used_for_other_tasks(tmp_path):
     assert trainer.history.values("train_acc").tolist() == pytest.approx([expected])
 
 
+class DictOutputs(nn.Module):
+    """Returns {"logits": ...} as a Hugging Face model's ModelOutput does: (N, C), or with
+    `positions`, one row of class scores per position, (N, L, C), classes last."""
+
+    def __init__(self, positions: int | None = None) -> None:
+        super().__init__()
+        self.positions, self.body = positions, make_mlp()
+
+    def forward(self, x):
+        logits = self.body(x)
+        return {"logits": logits if self.positions is None else logits.unsqueeze(1).expand(-1, self.positions, -1)}
+
+
+def logits_loss(outputs, targets):
+    logits = outputs["logits"]
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def test_a_mapping_of_class_logits_gets_the_accuracy_of_its_logits(tmp_path, loaders):
+    model = DictOutputs()
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.0), logits_loss,
+                                     log_dir=tmp_path / "run", log_freq=6, checkpoint_freq=None, progress_bar=False)
+    trainer.train(*loaders, num_epochs=1)  # lr 0: every figure is that of the initial weights
+    with torch.no_grad():
+        train_x, train_y = loaders[0].dataset.tensors
+        val_x, val_y = loaders[1].dataset.tensors
+        train_acc = (model.body(train_x).argmax(dim=1) == train_y).double().mean().item()
+        val_acc = (model.body(val_x).argmax(dim=1) == val_y).double().mean().item()
+    assert trainer.history.values("train_acc").tolist() == pytest.approx([train_acc])
+    assert trainer.history.values("val_acc").tolist() == pytest.approx([val_acc])
+
+
+def test_sequence_logits_in_a_mapping_get_no_accuracy(tmp_path):
+    """(N, L, C) logits of a ModelOutput may be a causal LM's, whose labels the model shifts, or a
+    token classifier's with -100 for ignored positions: no arg-max accuracy is guessed for them."""
+    from phasetrain import accuracy
+
+    inputs = torch.randn(16, 8)
+    targets = torch.randint(0, 3, (16, 4))
+    model = DictOutputs(positions=4)
+    trainer = PhaseTransitionTrainer(model, optim.SGD(model.parameters(), lr=0.1), logits_loss,
+                                     log_dir=tmp_path / "run", log_freq=1, checkpoint_freq=None, progress_bar=False)
+    trainer.train([(inputs, targets)], [(inputs, targets)], num_epochs=1)
+    assert "train_loss" in trainer.history and "val_loss" in trainer.history
+    assert "train_acc" not in trainer.history and "val_acc" not in trainer.history
+    with torch.no_grad():
+        assert accuracy(model(inputs), targets) is None
+        scores = model.body(inputs)  # the same scores, (N, C), against one label per sample
+        expected = (scores.argmax(dim=1) == targets[:, 0]).double().mean().item()
+        assert accuracy({"logits": scores}, targets[:, 0]) == pytest.approx(expected)
+
+
 def test_val_metrics_are_sample_weighted_in_eval_mode(tmp_path, loaders):
     model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 3))
     trainer = make_trainer(tmp_path, model=model, optimizer=optim.SGD(model.parameters(), lr=0.0))

@@ -1,6 +1,7 @@
 """Classification accuracy that refuses to guess: no number for outputs it cannot read as classes."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
@@ -27,6 +28,20 @@ def is_classification(outputs: Any, targets: Any) -> bool:
     )
 
 
+def class_scores(outputs: Any) -> Any:
+    """The scores accuracy reads from `outputs`: the `"logits"` of a mapping (a Hugging Face
+    `ModelOutput`, a dict) when they are `(N, C)`, else `outputs` as they are.
+
+    Sequence logits `(N, L, C)` are left in their mapping, so they get no accuracy: a Hugging Face
+    causal LM shifts its labels inside the model and token classifiers mark ignored positions -100,
+    so a position-by-position arg-max would be a guess (an `accuracy_fn` knows the task)."""
+    if isinstance(outputs, Mapping):
+        logits = outputs.get("logits")
+        if isinstance(logits, torch.Tensor) and logits.dim() == 2:
+            return logits
+    return outputs
+
+
 def correct_count(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Number of positions whose arg-max class equals the target, as a 0-d tensor on the device."""
     return torch.count_nonzero(outputs.argmax(dim=1) == targets)
@@ -34,7 +49,9 @@ def correct_count(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
     """Fraction of correct arg-max predictions in a batch, or None when the task is not
-    classification. The helper for hand-written loops (`trainer.log_step(..., acc=accuracy(out, y))`)."""
+    classification. The helper for hand-written loops (`trainer.log_step(..., acc=accuracy(out, y))`);
+    `outputs` may be a Hugging Face `ModelOutput` (its `(N, C)` logits are read, see `class_scores`)."""
+    outputs = class_scores(outputs)
     if not is_classification(outputs, targets):
         return None
     return float(correct_count(outputs, targets)) / targets.numel()
@@ -42,11 +59,13 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
 
 def batch_accuracy(outputs: Any, targets: Any,
                    accuracy_fn: Callable[[Any, Any], Any] | None = None) -> torch.Tensor | None:
-    """Fraction correct in a batch as a 0-d tensor (no host sync): `accuracy_fn` when given, else
-    arg-max accuracy for classification, else None."""
+    """Fraction correct in a batch as a 0-d tensor (no host sync): `accuracy_fn` when given (on the
+    outputs as the model returned them), else arg-max accuracy for classification (of the `(N, C)`
+    logits of a `ModelOutput` too, see `class_scores`), else None."""
     if accuracy_fn is not None:
         with torch.no_grad():
             return torch.as_tensor(accuracy_fn(outputs, targets), dtype=torch.float64)
+    outputs = class_scores(outputs)
     if is_classification(outputs, targets):
         return correct_count(outputs, targets) / targets.numel()
     return None
@@ -55,9 +74,12 @@ def batch_accuracy(outputs: Any, targets: Any,
 def batch_correct(outputs: Any, targets: Any, batch_size: int,
                   accuracy_fn: Callable[[Any, Any], Any] | None = None) -> torch.Tensor | None:
     """Correct predictions in a batch counted in samples (0-d tensor; fractional for per-position
-    targets), or None when accuracy is undefined."""
-    if accuracy_fn is None and is_plain_classification(outputs, targets):
-        return correct_count(outputs, targets)
+    targets), or None when accuracy is undefined. The training loop's path for all but plain
+    tensor classification: a `ModelOutput`'s `(N, C)` logits are counted here, each batch."""
+    if accuracy_fn is None:
+        outputs = class_scores(outputs)
+        if is_plain_classification(outputs, targets):
+            return correct_count(outputs, targets)
     accuracy = batch_accuracy(outputs, targets, accuracy_fn)
     return None if accuracy is None else accuracy * batch_size
 

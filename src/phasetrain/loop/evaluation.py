@@ -21,7 +21,7 @@ def validation_pass(model: nn.Module, loss_fn: Callable, loader: Iterable, devic
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, samples, accuracy samples
     with eval_mode(model):
         for batch in loader:
-            inputs, targets = pair_on_device(batch, device)
+            inputs, targets = pair_on_device(batch, device, "val_loader")
             outputs = forward(inputs)
             n = batch_size(targets)
             sums[0] += loss_fn(outputs, targets).detach().double() * n

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from phasetrain.loop.accuracy import batch_accuracy, batch_correct, is_plain_classification
-from phasetrain.loop.batches import as_device, batch_size, check_loader, pair_on_device, split_batch
+from phasetrain.loop.batches import as_device, batch_size, check_first_batch, check_loader, pair_on_device, split_batch
 from phasetrain.loop.callbacks import Callback, EarlyStopping, build_callbacks
 from phasetrain.loop.config import TrainerConfig, check_training_objects
 from phasetrain.loop.evaluation import validation_pass
@@ -170,13 +170,21 @@ class PhaseTransitionTrainer(RunViews):
         "lr" and other hyperparameter names of the optimizer (the values you set now are kept), or
         "batch_size" (from a checkpoint at an epoch boundary). The first Ctrl-C
         or SIGTERM finishes the current update, writes a checkpoint and returns with
-        stop_reason "interrupted"; a second one stops at once."""
+        stop_reason "interrupted"; a second one stops at once.
+
+        Before anything is trained or written, the arguments are checked; so is the first batch of
+        `val_loader` (taken from one extra pass that stops there, with every RNG stream restored
+        afterwards), so a validation loader that does not yield `(inputs, targets)` pairs is refused
+        at once rather than at the first epoch's end. `train_loader`'s batches are checked as they
+        come, each before its step."""
         check_int("num_epochs", num_epochs)
         check_loader("train_loader", train_loader)
         if val_loader is not None:
             check_loader("val_loader", val_loader)
         self._callbacks = build_callbacks(callbacks, self.config.early_stopping_patience,
                                           self.config.early_stopping_min_delta)
+        if val_loader is not None:  # the one check that iterates, after those that do not
+            check_first_batch("val_loader", val_loader)
         self.should_stop = False
         self._distributed = distributed.is_distributed()
         self._checks_on_device = self._decides_finiteness_on_device()
@@ -259,7 +267,7 @@ class PhaseTransitionTrainer(RunViews):
         self.recorder.record(step, record)
         due = self.recorder.monitors_due(step, since=previous + 1)
         if due:
-            pair = split_batch(batch) if batch is not None else (None, None)
+            pair = split_batch(batch, "log_step(batch=...)") if batch is not None else (None, None)
             ctx = StepContext(self.module, self.loss_fn, self.optimizer, step, epoch, pair, self.device)
             self.recorder.run_monitors(ctx, due)
         self.state.step, self.state.epoch = max(previous, step), epoch
@@ -298,7 +306,7 @@ class PhaseTransitionTrainer(RunViews):
         micro: list[tuple] = []
         for batch in self._order.iterate(state.epoch, state.batch_in_epoch, replay):
             state.batch_in_epoch += 1
-            inputs, targets = pair_on_device(batch, self.device)
+            inputs, targets = pair_on_device(batch, self.device, "train_loader")
             if not micro:
                 self.optimizer.zero_grad(set_to_none=True)
             last = len(micro) + 1 == accumulate or state.batch_in_epoch == per_epoch
