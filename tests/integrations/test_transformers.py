@@ -2,7 +2,9 @@
 against exact references recorded independently of the callback."""
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -104,9 +106,9 @@ def run(tmp_path_factory):
 def test_metrics_json_has_phasetrain_names_at_hf_steps(run):
     _, _, log_dir, _ = run
     history, meta = load_metrics(log_dir / "metrics.json")
-    assert {"train_loss", "grad_norm", "lr", "epoch", "weight_norm", "val_loss", "val_acc", "hessian_eig_1"} == set(
-        history.names())
-    for name in ("train_loss", "grad_norm", "lr", "epoch", "weight_norm"):
+    assert {"train_loss", "train_acc", "grad_norm", "lr", "epoch", "weight_norm", "val_loss", "val_acc",
+            "hessian_eig_1"} == set(history.names())
+    for name in ("train_loss", "train_acc", "grad_norm", "lr", "epoch", "weight_norm"):
         np.testing.assert_array_equal(history.steps(name), np.arange(1, 13), err_msg=name)
     np.testing.assert_array_equal(history.steps("val_acc"), [6, 12])
     np.testing.assert_array_equal(history.values("epoch"), [0] * 6 + [1] * 6)
@@ -161,6 +163,45 @@ def test_resume_from_an_hf_checkpoint_keeps_the_records_before_it(tmp_path):
     np.testing.assert_array_equal(history.steps("train_loss"), [2, 4, 6, 8, 10, 12])
     np.testing.assert_array_equal(history.steps("val_loss"), [6, 12])
     np.testing.assert_allclose(history.values("train_loss"), first.history.values("train_loss"), rtol=1e-5)
+
+
+class CountsPredictions:
+    """The test's own count, (correct, samples) of each training forward (a copy of the model
+    carries a copy of it, counting into its own list)."""
+
+    def __init__(self):
+        self.counted = []
+
+    def __call__(self, module, args, kwargs, output):
+        if module.training and torch.is_grad_enabled():
+            correct = int((output["logits"].argmax(dim=1) == kwargs["labels"]).sum())
+            self.counted.append((correct, len(kwargs["labels"])))
+
+
+class CopiesTheModel(TrainerCallback):
+    """Deep-copies and pickles the model mid-run (an EMA copy, `torch.save(model)`), and trains the
+    copy's forward: phasetrain's accuracy hook must neither break the copy nor count its forwards."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 2:
+            x, y = classification_data()
+            for copy_ in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+                copy_.train()
+                copy_(x[:32], labels=y[:32])["loss"].backward()
+
+
+def test_train_acc_is_the_arg_max_accuracy_of_the_training_forwards_of_each_logging_window(tmp_path):
+    model, count = TinyClassifier(), CountsPredictions()
+    model.register_forward_hook(count, with_kwargs=True)
+    counted = count.counted
+    callback = PhaseTransitionTrainerCallback(tmp_path / "run")
+    train(tmp_path / "hf", callback, CopiesTheModel(), model=model, logging_steps=3)
+    assert len(counted) == 12  # one forward per step; evaluation and curvature forwards are not counted
+    windows = [counted[i:i + 3] for i in range(0, 12, 3)]
+    expected = [sum(c for c, _ in window) / sum(n for _, n in window) for window in windows]
+    np.testing.assert_array_equal(callback.history.steps("train_acc"), [3, 6, 9, 12])
+    np.testing.assert_allclose(callback.history.values("train_acc"), expected, rtol=1e-12)
+    assert len(set(expected)) > 1  # the windows differ: a whole-run mean would not pass
 
 
 def test_a_new_run_in_a_used_folder_is_refused_with_the_callbacks_ways_out_and_overwrite_clears_it(tmp_path):

@@ -7,6 +7,9 @@ Where each number comes from (transformers 5.x `Trainer._inner_training_loop`):
   so the gradients a callback sees there are clipped; HF's `grad_norm` is the pre-clipping norm
   (the value its `clip_grad_norm_` returns), which is our definition. It is the norm of the
   logging step itself, not a mean over the window: set `logging_steps=1` for every step;
+- `train_acc`: the arg-max accuracy of the training forwards since the last log, counted by a
+  forward hook on the model (`TrainingPredictions`) from the class scores against the `labels`
+  keyword the model is called with: a tensor, or a `ModelOutput`'s `(N, C)` logits;
 - monitors (weight norm every logging step, curvature, yours) run in `on_pre_optimizer_step`,
   after backward and before the update of step s. The Trainer hands callbacks no batch, so
   curvature needs fixed `hessian_batches`: dict batches as your collator yields them, with a
@@ -22,6 +25,7 @@ the records of `log_dir/metrics.json` up to the checkpoint's step are kept.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +33,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from phasetrain.loop.accuracy import class_scores, is_classification
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.run.recorder import RunViews, callback_recorder
 from phasetrain.run.summary import KEY_METRICS
@@ -156,6 +161,7 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
         self._keys = keys
         self._wrapped: KeywordModel | None = None
         self._logs = HFLogs()
+        self._accuracy_hook: Any = None  # the model's forward hook counting training predictions
 
     def attach(self, trainer: Any) -> "PhaseTransitionTrainerCallback":
         """Add this callback to an HF `trainer` ahead of its reporting callbacks, so that the
@@ -178,6 +184,9 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
         self.recorder.start(_device(model), planned_steps=int(state.max_steps) or None,
                             optimizer=getattr(optimizer, "optimizer", optimizer))
         self.recorder.streams.append(self._logs)
+        if model is not None and self._accuracy_hook is None:
+            counter = TrainingPredictions(self.recorder.window, model)
+            self._accuracy_hook = model.register_forward_hook(counter, with_kwargs=True)
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                               model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any) -> None:
@@ -194,7 +203,9 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
             return
         self.recorder.state.step = state.global_step
         if "loss" in logs:
-            record = {"train_loss": logs["loss"], "lr": logs.get("learning_rate"), "epoch": _epoch(state.epoch)}
+            means, _ = self.recorder.window.read()  # the arg-max accuracy of the training forwards since the last log
+            record = {"train_loss": logs["loss"], "train_acc": means.get("train_acc"), "lr": logs.get("learning_rate"),
+                      "epoch": _epoch(state.epoch)}
             if self.recorder.config.track_gradients:
                 record["grad_norm"] = logs.get("grad_norm")
             self.recorder.record(state.global_step, record)
@@ -222,6 +233,9 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
+        if self._accuracy_hook is not None:
+            self._accuracy_hook.remove()
+            self._accuracy_hook = None
         self.recorder.finish()
 
     # ------------------------------------------------------------------ helpers
@@ -236,6 +250,39 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
         if self._wrapped is None or self._wrapped.model is not model:
             self._wrapped = KeywordModel(model, self._keys)
         return self._wrapped
+
+
+class TrainingPredictions:
+    """A forward hook on the HF model: a training forward's class scores (a tensor, or a
+    `ModelOutput`'s `(N, C)` logits) against its `labels` join `window` (a `StepAccumulator`),
+    which counts them once per log as `train_acc`. Evaluation and curvature forwards (eval mode or
+    no gradients) are not counted, nor forwards of any other module. It holds `window` and the
+    model weakly, and a deep copy or pickle of the model carries an inert hook instead (an EMA
+    copy, `torch.save(model)`), so the hook never keeps the run alive or breaks a copy."""
+
+    def __init__(self, window: Any, model: nn.Module) -> None:
+        self._window, self._model = weakref.ref(window), weakref.ref(model)
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        window, labels = self._window(), kwargs.get("labels")
+        if (window is None or module is not self._model() or not module.training or not torch.is_grad_enabled()
+                or not isinstance(labels, torch.Tensor)):
+            return
+        scores = class_scores(output)
+        if isinstance(scores, torch.Tensor) and scores.dim() == 2 and is_classification(scores, labels):
+            window.add_predictions(scores, labels)
+
+    def __reduce__(self) -> tuple:
+        return inert_hook, ()
+
+
+def inert_hook() -> Callable[..., None]:
+    """What a copied or unpickled `TrainingPredictions` becomes: a hook that does nothing."""
+    return _ignore_forward
+
+
+def _ignore_forward(*args: Any) -> None:
+    return None
 
 
 def _device(model: nn.Module | None) -> torch.device:
