@@ -28,7 +28,7 @@ from phasetrain.report import (
     transition_metrics,
     xscale_for_steps,
 )
-from phasetrain.run.config import check_choice, check_int
+from phasetrain.run.checks import check_choice, check_int
 from phasetrain.run.history import unknown_metric_message
 from phasetrain.run.sources import flatten_config, load_run
 

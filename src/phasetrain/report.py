@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phasetrain.run.config import check_choice, check_int
+from phasetrain.run.checks import check_choice, check_int
 from phasetrain.run.history import MetricHistory
 from phasetrain.run.sources import load_run
 from phasetrain.run.summary import KEY_METRICS, transitions_by_metric

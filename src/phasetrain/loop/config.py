@@ -4,12 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from phasetrain.run.config import (
-    RecordingConfig,
-    check_choice,
-    check_float,
-    check_int,
-)
+from phasetrain.run.checks import check_choice, check_float, check_int
+from phasetrain.run.config import RecordingConfig
 
 SCHEDULER_INTERVALS = ("epoch", "step")
 NONFINITE_POLICIES = ("stop", "skip", "raise")

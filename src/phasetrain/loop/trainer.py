@@ -36,7 +36,7 @@ from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.norms import global_grad_norm
 from phasetrain.run import distributed
 from phasetrain.run.checkpoints import load_checkpoint_file
-from phasetrain.run.config import check_int
+from phasetrain.run.checks import check_int
 from phasetrain.run.recorder import RunRecorder, RunViews
 from phasetrain.run.resume_checks import (
     check_resume_compatible,

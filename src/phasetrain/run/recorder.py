@@ -32,7 +32,8 @@ from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.monitors.norms import WeightNormMonitor
 from phasetrain.run.averages import EpochTotals, StepAccumulator
 from phasetrain.run.checkpoints import checkpoint_path, latest_checkpoint, prune_checkpoints, save_checkpoint
-from phasetrain.run.config import RecordingConfig, check_int, default_log_dir, optimizer_settings
+from phasetrain.run.checks import check_int
+from phasetrain.run.config import RecordingConfig, default_log_dir, optimizer_settings
 from phasetrain.run.distributed import barrier, broadcast_object, is_distributed, rank
 from phasetrain.run.files import prepare_log_dir
 from phasetrain.run.folder import RunFolder, open_run_folder

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from phasetrain.run.config import check_int
+from phasetrain.run.checks import check_int
 from phasetrain.run.files import atomic_write
 from phasetrain.run.history import MetricHistory
 
