@@ -118,7 +118,7 @@ class RecordingConfig:
     half on plateaus, at least `hessian_freq` steps apart (`phasetrain.monitors.budget`).
     None: every `hessian_freq` steps."""
     hessian_batches: Sequence[Any] | None = None
-    """Fixed curvature batches [(inputs, targets), ...] (averaged); None: the first training batch."""
+    """Fixed curvature batches [(inputs, targets), ...] (averaged); None: the batch of the first measured update."""
     monitors: Sequence[Any] = ()
     """Extra `phasetrain.Monitor` objects, run at the steps they choose."""
     loggers: Sequence[Any] | str | None = ("jsonl",)
