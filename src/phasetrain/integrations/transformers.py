@@ -7,7 +7,7 @@ Where each number comes from (transformers 5.x `Trainer._inner_training_loop`):
   so the gradients a callback sees there are clipped; HF's `grad_norm` is the pre-clipping norm
   (the value its `clip_grad_norm_` returns), which is our definition. It is the norm of the
   logging step itself, not a mean over the window: set `logging_steps=1` for every step;
-- `train_acc`: the arg-max accuracy of the training forwards since the last log, counted by a
+- `train_acc`: the arg-max accuracy of the training forwards since the last log (or epoch end), counted by a
   forward hook on the model (`TrainingPredictions`) from the class scores against the `labels`
   keyword the model is called with: a tensor, or a `ModelOutput`'s `(N, C)` logits;
 - monitors (weight norm every logging step, curvature, yours) run in `on_pre_optimizer_step`,
