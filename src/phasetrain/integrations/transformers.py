@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from phasetrain.loop.accuracy import class_scores, is_classification
+from phasetrain.loop.accuracy import class_scores, is_plain_classification
 from phasetrain.monitors.base import Monitor, StepContext
 from phasetrain.run.recorder import RunViews, callback_recorder
 from phasetrain.run.summary import KEY_METRICS
@@ -203,12 +203,11 @@ class PhaseTransitionTrainerCallback(RunViews, TrainerCallback):
             return
         self.recorder.state.step = state.global_step
         if "loss" in logs:
-            means, _ = self.recorder.window.read()  # the arg-max accuracy of the training forwards since the last log
-            record = {"train_loss": logs["loss"], "train_acc": means.get("train_acc"), "lr": logs.get("learning_rate"),
-                      "epoch": _epoch(state.epoch)}
+            record = {"train_loss": logs["loss"], "lr": logs.get("learning_rate"), "epoch": _epoch(state.epoch)}
             if self.recorder.config.track_gradients:
                 record["grad_norm"] = logs.get("grad_norm")
-            self.recorder.record(state.global_step, record)
+            # with the window's train_acc: the training forwards' arg-max accuracy since the last log
+            self.recorder.record_window(state.global_step, record)
         ours = self._logs.take()
         if ours:
             logs.update(ours)
@@ -269,14 +268,14 @@ class TrainingPredictions:
                 or not isinstance(labels, torch.Tensor)):
             return
         scores = class_scores(output)
-        if isinstance(scores, torch.Tensor) and scores.dim() == 2 and is_classification(scores, labels):
+        if is_plain_classification(scores, labels):  # what the window counts: (N, C) scores, (N,) labels
             window.add_predictions(scores, labels)
 
     def __reduce__(self) -> tuple:
-        return inert_hook, ()
+        return _inert_hook, ()
 
 
-def inert_hook() -> Callable[..., None]:
+def _inert_hook() -> Callable[..., None]:
     """What a copied or unpickled `TrainingPredictions` becomes: a hook that does nothing."""
     return _ignore_forward
 
