@@ -440,9 +440,9 @@ class PhaseTransitionTrainer(RunViews):
     def _could_check_on_device_if_fused(self) -> bool:
         """An accelerator run that syncs per update only because its optimizer, which has a fused
         implementation (a `fused` default: Adam, AdamW, SGD, ...), was built without it."""
-        optimizer_fused = self.optimizer.defaults.get("fused", False)
+        defaults = self.optimizer.defaults
         return (not self._checks_on_device and not self._distributed and not self._update.reads_on_host
-                and self.config.precision != "fp16" and "fused" in self.optimizer.defaults and not optimizer_fused)
+                and self.config.precision != "fp16" and "fused" in defaults and not defaults["fused"])
 
     def _guard_on_device(self, losses: list[torch.Tensor], grad_norm: torch.Tensor | None) -> torch.Tensor:
         """The device-side `on_nonfinite`: remember this update's loss and norm, and return the

@@ -75,7 +75,6 @@ def check_watch_metrics(watch_metrics: Sequence[str], extra_names: Iterable[str]
     return unknown
 
 
-
 def optimizer_settings(optimizer: Any) -> dict[str, Any]:
     """An optimizer's class and the hyperparameters of its first parameter group (lr, momentum,
     weight_decay, betas, ...), as JSON values: what `phasetrain compare --by weight_decay` reads.
